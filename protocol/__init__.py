@@ -1,0 +1,11 @@
+"""fusecheck's FUSE message layer: sans-IO, scapy-defined, kernel protocol 7.45.
+
+``from protocol import FuseInitIn, FUSE_INIT, KernelSession`` gives every struct
+class, every constant of ``linux/fuse.h`` and the session.
+"""
+
+from __future__ import annotations
+
+from protocol.constants import *  # noqa: F403
+from protocol.layers import *  # noqa: F403
+from protocol.layers import STRUCTS, LAYER_CLASSES  # noqa: F401
