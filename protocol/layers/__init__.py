@@ -40,7 +40,8 @@ STRUCTS: dict[str, type[FuseStruct]] = _struct_classes()
 """Every class that is a kernel struct, by its C name (``fuse_init_in`` -> FuseInitIn)."""
 
 _LAYER_NAMES = sorted(
-    name for name, cls in vars().items() if isinstance(cls, type) and issubclass(cls, FuseStruct)
+    name for name, cls in vars().items()
+    if isinstance(cls, type) and issubclass(cls, FuseStruct) and cls is not FuseStruct
 )
 LAYER_CLASSES: list[type[Packet]] = [globals()[name] for name in _LAYER_NAMES]
 """Every layer class (structs, variable parts, compat variants)."""

@@ -13,10 +13,17 @@ from scapy.fields import (
     LEShortField,
     LESignedIntField,
     LESignedLongField,
+    PacketField,
     PacketLenField,
+    PacketListField,
+    StrField,
     StrFixedLenField,
+    _FieldContainer,
 )
 from scapy.packet import Packet
+
+
+_VARIABLE = (FieldListField, PacketLenField, PacketField, PacketListField, StrField, _FieldContainer)
 
 
 class FuseStruct(Packet):
@@ -89,15 +96,35 @@ def i64(name: str, default: int = 0) -> Field[Any, Any]:
     return LESignedLongField(name, default)
 
 
+class ArrayField(FieldListField):
+    """A C array with a fixed element count (``uint16_t unused[11]``)."""
+
+    __slots__ = ["count"]
+
+    def __init__(self, name: str, element: Field[Any, Any], count: int) -> None:
+        super().__init__(name, [0] * count, element, count_from=lambda _p: count)
+        self.count = count
+
+
+class NestedField(PacketLenField):
+    """A struct member of struct type: exactly ``sizeof(cls)`` bytes."""
+
+    __slots__ = ["size"]
+
+    def __init__(self, name: str, cls: type[FuseStruct]) -> None:
+        size = fixed_size(cls)
+        super().__init__(name, cls(), cls, length_from=lambda _p: size)
+        self.size = size
+
+
 def array(name: str, element: Field[Any, Any], count: int) -> Field[Any, Any]:
-    """A C array of ``count`` fixed-size elements (``uint16_t unused[11]``)."""
-    return FieldListField(name, [0] * count, element, count_from=lambda _p: count)
+    """A C array of ``count`` fixed-size elements."""
+    return ArrayField(name, element, count)
 
 
 def nested(name: str, cls: type[FuseStruct]) -> Field[Any, Any]:
-    """A struct member of struct type: exactly ``sizeof(cls)`` bytes."""
-    size = fixed_size(cls)
-    return PacketLenField(name, cls(), cls, length_from=lambda _p: size)
+    """A member of struct type."""
+    return NestedField(name, cls)
 
 
 def fixed_size(cls: type[Packet]) -> int:
@@ -119,10 +146,10 @@ def flat_names(cls: type[Packet], prefix: str = "") -> list[str]:
     """Field names in ``struct_format`` order (``attr.ino``, ``unused[3]``...)."""
     names: list[str] = []
     for f in cls.fields_desc:
-        if isinstance(f, PacketLenField):
+        if isinstance(f, NestedField):
             names += flat_names(f.cls, f"{prefix}{f.name}.")  # type: ignore[arg-type]
-        elif isinstance(f, FieldListField):
-            names += [f"{prefix}{f.name}[{i}]" for i in range(_array_count(f))]
+        elif isinstance(f, ArrayField):
+            names += [f"{prefix}{f.name}[{i}]" for i in range(f.count)]
         else:
             names.append(prefix + f.name)
     return names
@@ -133,17 +160,15 @@ def field_size(f: Field[Any, Any]) -> int:
     return struct.calcsize("<" + _field_format(f))
 
 
-def _array_count(f: FieldListField) -> int:
-    return len(f.default)
-
-
 def _field_format(f: Field[Any, Any]) -> str:
-    if isinstance(f, PacketLenField):
+    if isinstance(f, NestedField):
         return struct_format(f.cls)[1:]  # type: ignore[arg-type]
-    if isinstance(f, FieldListField):
-        return _field_format(f.field) * _array_count(f)
+    if isinstance(f, ArrayField):
+        return _field_format(f.field) * f.count
     if isinstance(f, StrFixedLenField):
         return f"{f.length_from(None)}s"
+    if isinstance(f, _VARIABLE):
+        raise TypeError(f"field {f.name!r} has no fixed size")
     fmt = getattr(f, "fmt", None)
     if not fmt or not isinstance(fmt, str) or fmt[0] not in "<!>=":
         raise TypeError(f"field {f.name!r} has no fixed size")

@@ -1,0 +1,290 @@
+"""The FUSE session in the kernel's role: sans-IO, bytes in and out.
+
+``KernelSession`` numbers requests, encodes them at the negotiated minor,
+pairs each reply with its request by ``unique``, decodes the reply by the
+request's opcode and attaches the findings of the validators.  It never
+raises on a bad reply: a bad reply is a finding.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from scapy.packet import Packet, Raw
+
+from protocol import constants as c
+from protocol import state as st
+from protocol import validate
+from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.events import Notify, Reply
+from protocol.findings import Finding
+from protocol.layers.base import fixed_size
+from protocol.layers.header import FUSE_OUT_HEADER_SIZE, FuseInHeader, FuseOutHeader
+from protocol.layers.messages import NO_REPLY, NOTIFY_LAYERS, Layers
+from protocol.layers.structs import FuseInitIn
+from protocol.sizes import reply_layers_at, request_layers_at
+
+# What the Linux kernel offers in FUSE_INIT (fs/fuse/inode.c fuse_send_init),
+# leaving out the DAX, passthrough, io_uring and security-context bits that
+# depend on how the kernel was built and mounted.
+KERNEL_INIT_FLAGS = (
+    c.FUSE_ASYNC_READ | c.FUSE_POSIX_LOCKS | c.FUSE_ATOMIC_O_TRUNC | c.FUSE_EXPORT_SUPPORT
+    | c.FUSE_BIG_WRITES | c.FUSE_DONT_MASK | c.FUSE_SPLICE_WRITE | c.FUSE_SPLICE_MOVE
+    | c.FUSE_SPLICE_READ | c.FUSE_FLOCK_LOCKS | c.FUSE_HAS_IOCTL_DIR | c.FUSE_AUTO_INVAL_DATA
+    | c.FUSE_DO_READDIRPLUS | c.FUSE_READDIRPLUS_AUTO | c.FUSE_ASYNC_DIO
+    | c.FUSE_WRITEBACK_CACHE | c.FUSE_NO_OPEN_SUPPORT | c.FUSE_PARALLEL_DIROPS
+    | c.FUSE_HANDLE_KILLPRIV | c.FUSE_POSIX_ACL | c.FUSE_ABORT_ERROR | c.FUSE_MAX_PAGES
+    | c.FUSE_CACHE_SYMLINKS | c.FUSE_NO_OPENDIR_SUPPORT | c.FUSE_EXPLICIT_INVAL_DATA
+    | c.FUSE_HANDLE_KILLPRIV_V2 | c.FUSE_SETXATTR_EXT | c.FUSE_INIT_EXT
+    | c.FUSE_CREATE_SUPP_GROUP | c.FUSE_HAS_EXPIRE_ONLY | c.FUSE_DIRECT_IO_ALLOW_MMAP
+    | c.FUSE_NO_EXPORT_SUPPORT | c.FUSE_HAS_RESEND | c.FUSE_ALLOW_IDMAP | c.FUSE_REQUEST_TIMEOUT
+)
+INIT_SOURCE = "linux fs/fuse/inode.c process_init_reply; libfuse lib/fuse_lowlevel.c do_init"
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """What INIT settled: the minor both sides use and the server's answer."""
+
+    major: int
+    minor: int
+    server_minor: int
+    flags: int  # 64 bits: flags | flags2 << 32, masked by what was offered
+    reply: Packet
+
+    def has(self, flag: int) -> bool:
+        return bool(self.flags & flag)
+
+
+@dataclass(slots=True)
+class Pending:
+    opcode: int
+    packet: Packet
+
+
+@dataclass
+class KernelSession:
+    """Plays the kernel: builds requests and judges the daemon's replies."""
+
+    minor: int = c.FUSE_KERNEL_MINOR_VERSION
+    flags: int = KERNEL_INIT_FLAGS
+    max_readahead: int = 128 * 1024
+    uid: int = 0
+    gid: int = 0
+    pid: int = 0
+    state: str = st.AWAIT_INIT
+    negotiated: Negotiated | None = None
+    pending: dict[int, Pending] = field(default_factory=dict)
+    _last_unique: int = 0
+    _init_unique: int | None = None
+
+    # -- requests ---------------------------------------------------------
+    def next_unique(self) -> int:
+        self._last_unique += c.FUSE_REQ_ID_STEP
+        return self._last_unique
+
+    @property
+    def proto_minor(self) -> int:
+        """The minor that sizes messages now: negotiated, or the offered one before INIT."""
+        return self.negotiated.minor if self.negotiated else self.minor
+
+    @property
+    def proto_flags(self) -> int:
+        return self.negotiated.flags if self.negotiated else 0
+
+    def init(self, *, major: int = c.FUSE_KERNEL_VERSION, minor: int | None = None,
+             flags: int | None = None, max_readahead: int | None = None) -> bytes:
+        """The FUSE_INIT request; ``minor`` and ``flags`` default to the session's offer."""
+        if minor is not None:
+            self.minor = minor
+        if flags is not None:
+            self.flags = flags
+        offer = self.flags
+        if self.minor < 36:
+            offer &= 0xFFFFFFFF & ~c.FUSE_INIT_EXT
+        body = FuseInitIn(major=major, minor=self.minor,
+                          max_readahead=self.max_readahead if max_readahead is None else max_readahead,
+                          flags=offer & 0xFFFFFFFF, flags2=offer >> 32)
+        if self.minor < 36:  # flags2 and unused[] came with 7.36
+            body = Raw(bytes(body)[:16])
+        data = self.request(c.FUSE_INIT, body, nodeid=0)
+        self._init_unique = self._last_unique
+        self._advance(st.SEND_INIT)
+        return data
+
+    def request(self, opcode: int, *layers: Packet, nodeid: int = c.FUSE_ROOT_ID,
+                unique: int | None = None, uid: int | None = None, gid: int | None = None,
+                pid: int | None = None, total_extlen: int = 0, length: int | None = None,
+                extensions: bytes = b"") -> bytes:
+        """Encode a request; remember it unless its opcode gets no reply.
+
+        ``length`` overrides the header's len (to lie on purpose); body structs
+        are cut to the size the kernel uses at the negotiated minor.
+        """
+        if unique is None:
+            unique = self.next_unique()
+        elif unique in self.pending:
+            raise LocalProtocolError(f"unique {unique} is already pending")
+        header = FuseInHeader(len=length, opcode=opcode, unique=unique, nodeid=nodeid,
+                              uid=self.uid if uid is None else uid,
+                              gid=self.gid if gid is None else gid,
+                              pid=self.pid if pid is None else pid, total_extlen=total_extlen)
+        body = b"".join(self._encode_part(opcode, i, part) for i, part in enumerate(layers))
+        data = bytes(header) + body + extensions
+        if length is None:
+            data = struct.pack("<I", len(data)) + data[4:]
+        if opcode == c.FUSE_DESTROY:
+            self._advance(st.SEND_DESTROY)
+        if opcode not in NO_REPLY and not (opcode == c.FUSE_INTERRUPT and unique & 1):
+            self.pending[unique] = Pending(opcode, FuseInHeader(data))
+        return data
+
+    def _encode_part(self, opcode: int, index: int, part: Packet) -> bytes:
+        raw = bytes(part)
+        variants = request_layers_at(opcode, self.proto_minor, self.proto_flags)
+        if index == 0 and variants and type(part) is not variants[0]:
+            try:
+                size = fixed_size(variants[0])
+                if size < fixed_size(type(part)) and len(raw) >= fixed_size(type(part)):
+                    return raw[:size] + raw[fixed_size(type(part)):]
+            except TypeError:
+                pass
+        return raw
+
+    def interrupt(self, target_unique: int) -> bytes:
+        """FUSE_INTERRUPT of a pending request (its own unique is fresh, as the kernel's)."""
+        from protocol.layers.structs import FuseInterruptIn
+
+        return self.request(c.FUSE_INTERRUPT, FuseInterruptIn(unique=target_unique), nodeid=0)
+
+    def forget_pending(self, unique: int) -> None:
+        """Stop waiting for a reply (e.g. after a timeout)."""
+        self.pending.pop(unique, None)
+
+    # -- replies ----------------------------------------------------------
+    def receive(self, data: bytes) -> Reply | Notify:
+        """Decode one message from the daemon: a reply or a notification."""
+        if len(data) < FUSE_OUT_HEADER_SIZE:
+            raise RemoteProtocolError(Finding(
+                code="reply.short", source=validate.DEV,
+                message=f"message of {len(data)} bytes is shorter than fuse_out_header (16)"))
+        header = FuseOutHeader(data[:FUSE_OUT_HEADER_SIZE])
+        findings = list(validate.check_frame(data, int(header.len)))
+        body = data[FUSE_OUT_HEADER_SIZE:]
+        if header.unique == 0:
+            return self._notify(header, body, data, findings)
+        pending = self.pending.pop(int(header.unique), None)
+        if pending is None:
+            findings.append(Finding(
+                code="reply.unknown-unique", source=validate.DEV, unique=int(header.unique),
+                message=f"reply to unique {header.unique}, which no pending request has "
+                        f"(pending: {sorted(self.pending)[:8]}); the kernel answers ENOENT"))
+            return Reply(unique=int(header.unique), opcode=0, error=int(header.error),
+                         packet=header / Raw(body) if body else header, raw=data,
+                         findings=tuple(findings))
+        error = int(header.error)
+        findings += validate.check_error(error, len(body))
+        opcode = pending.opcode
+        packet: Packet = header
+        if not error and body or opcode == c.FUSE_INIT:
+            minor = self.minor if opcode == c.FUSE_INIT else self.proto_minor
+            layers = reply_layers_at(opcode, minor, pending.packet)
+            if not error:
+                findings += validate.check_body_size(opcode, layers, len(body), pending.packet, minor)
+            decoded = decode_body(layers, body) if body else None
+            if decoded is not None:
+                packet = header / decoded
+                if not error:
+                    findings += validate.check_semantics(opcode, decoded, body, pending.packet)
+        elif body:
+            packet = header / Raw(body)
+        reply = Reply(unique=int(header.unique), opcode=opcode, error=error, packet=packet,
+                      raw=data, request=pending.packet,
+                      findings=tuple(f if f.unique else _with_unique(f, header.unique) for f in findings))
+        if opcode == c.FUSE_INIT:
+            reply = self._negotiate(reply)
+        elif opcode == c.FUSE_DESTROY:
+            self._advance(st.DESTROY_DONE)
+        return reply
+
+    def _notify(self, header: Packet, body: bytes, data: bytes, findings: list[Finding]) -> Notify:
+        code = int(header.error)
+        findings += validate.check_notify(code, body)
+        layers = NOTIFY_LAYERS.get(code, (Raw,))
+        decoded = decode_body(layers, body) if body else None
+        packet = header / decoded if decoded is not None else header
+        return Notify(code=code, packet=packet, raw=data, findings=tuple(findings))
+
+    def _negotiate(self, reply: Reply) -> Reply:
+        """Apply an INIT reply: accepted when it is a success with major 7."""
+        findings = list(reply.findings)
+        body = reply.body
+        if reply.error or body is None or not hasattr(body, "major"):
+            self._advance(st.INIT_REFUSED)
+            return reply
+        major, server_minor = int(body.major), int(body.minor)
+        if major != c.FUSE_KERNEL_VERSION:
+            findings.append(Finding(
+                code="init.major", source=INIT_SOURCE, unique=reply.unique,
+                message=f"INIT reply major is {major}; a kernel speaking major 7 fails the "
+                        "connection (only a kernel offering a newer major expects this answer)"))
+            self._advance(st.INIT_REFUSED)
+            return _replace_findings(reply, findings)
+        raw_flags = int(getattr(body, "flags", 0) or 0)
+        if raw_flags & c.FUSE_INIT_EXT:
+            raw_flags |= int(getattr(body, "flags2", 0) or 0) << 32
+        extra = raw_flags & ~self._offered_flags()
+        if extra:
+            names = ", ".join(n for bit, n in sorted(c.INIT_FLAG_NAMES.items()) if extra & bit)
+            findings.append(Finding(
+                code="init.flags-not-offered", source=INIT_SOURCE, unique=reply.unique,
+                message=f"INIT reply sets flags the kernel did not offer: {names or hex(extra)}"))
+        self.negotiated = Negotiated(major=major, minor=min(self.minor, server_minor),
+                                     server_minor=server_minor,
+                                     flags=raw_flags & self._offered_flags(), reply=body)
+        self._advance(st.INIT_ACCEPTED)
+        return _replace_findings(reply, findings)
+
+    def _offered_flags(self) -> int:
+        return self.flags if self.minor >= 36 else self.flags & 0xFFFFFFFF & ~c.FUSE_INIT_EXT
+
+    def _advance(self, event: str) -> None:
+        new = st.next_state(self.state, event)
+        if new is not None:
+            self.state = new
+
+
+def decode_body(layers: Layers, body: bytes) -> Packet | None:
+    """Dissect a body as the given layers in order: fixed parts take their size."""
+    if not body:
+        return None
+    if not layers:
+        return Raw(body)
+    parts: list[Packet] = []
+    rest = body
+    for i, cls in enumerate(layers):
+        if not rest:
+            break
+        last = i == len(layers) - 1
+        try:
+            size = len(rest) if last else fixed_size(cls)
+        except TypeError:
+            size = len(rest)
+        chunk, rest = rest[:size], rest[size:]
+        parts.append(cls(chunk))
+    if rest:
+        parts.append(Raw(rest))
+    packet = parts[0]
+    for part in parts[1:]:
+        packet = packet / part
+    return packet
+
+
+def _with_unique(finding: Finding, unique: int) -> Finding:
+    return Finding(code=finding.code, message=finding.message, source=finding.source, unique=unique)
+
+
+def _replace_findings(reply: Reply, findings: list[Finding]) -> Reply:
+    return Reply(unique=reply.unique, opcode=reply.opcode, error=reply.error, packet=reply.packet,
+                 raw=reply.raw, request=reply.request, findings=tuple(findings))
