@@ -1,0 +1,1 @@
+"""Conformance rules, by area; each test is one rule with a stable id."""

@@ -1,0 +1,28 @@
+"""Assertions shared by the rules; each failure message explains what was seen."""
+
+from __future__ import annotations
+
+import errno
+
+from protocol.events import Notify, Reply
+
+
+def findings_text(event: Reply | Notify) -> str:
+    return "; ".join(str(f) for f in event.findings)
+
+
+def assert_well_formed(event: Reply | Notify, *codes: str) -> None:
+    """No findings (or none of ``codes``, when given) on this message."""
+    found = [f for f in event.findings if not codes or f.code in codes]
+    assert not found, "; ".join(str(f) for f in found)
+
+
+def errno_name(error: int) -> str:
+    return errno.errorcode.get(-error, str(error)) if error else "success"
+
+
+def assert_error(reply: Reply, expected: int, why: str) -> None:
+    """The reply is the error ``-expected``."""
+    assert reply.error == -expected, (
+        f"{reply.opcode_name} answered {errno_name(reply.error)} ({reply.error}); "
+        f"expected {errno_name(-expected)} (-{expected}): {why}")

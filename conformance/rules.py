@@ -1,0 +1,55 @@
+"""Rules: a stable id, a one-line statement, where it comes from; the ``rule`` decorator.
+
+``@rule("FUSE-INIT-001", "statement", source="...")`` registers the rule,
+labels the test for allure (epic = area, feature = topic, story = rule id)
+and marks it so the run can print one line per rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import allure
+import pytest
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    statement: str
+    source: str
+    area: str
+    feature: str
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(rule_id: str, statement: str, *, source: str, area: str = "protocol",
+         feature: str | None = None) -> Callable[[F], F]:
+    """Declare the test below as the check of one rule."""
+    if rule_id in RULES:
+        raise ValueError(f"rule id {rule_id} declared twice")
+    topic = feature or rule_id.split("-")[1]
+    RULES[rule_id] = Rule(rule_id, statement, source, area, topic)
+
+    def decorate(test: F) -> F:
+        marked = pytest.mark.rule(rule_id)(test)
+        for label in (allure.epic(area), allure.feature(topic), allure.story(rule_id),
+                      allure.title(f"{rule_id}: {statement}"),
+                      allure.description(f"{statement}\n\nSource: {source}"),
+                      allure.label("rule", rule_id)):
+            marked = label(marked)
+        return marked  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def rule_of(item: pytest.Item) -> Rule | None:
+    """The rule a collected test checks, if any."""
+    marker = item.get_closest_marker("rule")
+    return RULES.get(marker.args[0]) if marker else None

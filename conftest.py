@@ -1,0 +1,75 @@
+"""Root pytest configuration: options, hypothesis profiles, outcome hooks, rule summary."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("soak", max_examples=20_000, stateful_step_count=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
+                                     "ci" if os.environ.get("CI") == "true" else "dev"))
+
+DEFAULT_TARGET = "passthrough_ll"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fusecheck")
+    group.addoption("--target", default=os.environ.get("FUSECHECK_TARGET", DEFAULT_TARGET),
+                    help="what to test: passthrough_ll, hello_ll, squashfuse_ll, fuse-overlayfs, "
+                         "or exec:COMMAND with {fd} (default: %(default)s)")
+    group.addoption("--reply-timeout", type=float, default=5.0,
+                    help="seconds to wait for each reply (default: %(default)s)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "rule(id): the conformance rule a test checks")
+    config._fusecheck_rules = {}  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item (fixtures read ``rep_call``); tag the rule id."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    marker = item.get_closest_marker("rule")
+    if marker and report.when == "call":
+        report.user_properties.append(("rule", marker.args[0]))
+    return report
+
+
+def test_failed(item: pytest.Item) -> bool:
+    """Whether the test's setup or call failed (for teardown decisions)."""
+    return any(getattr(getattr(item, f"rep_{w}", None), "failed", False) for w in ("setup", "call"))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    rules = dict(report.user_properties).get("rule")
+    if rules is None or report.when != "call":
+        return
+    outcome = "XFAIL" if hasattr(report, "wasxfail") and report.skipped else report.outcome.upper()
+    _results[report.nodeid] = (rules, outcome)
+
+
+_results: dict[str, tuple[str, str]] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per rule: its outcome, id and statement."""
+    if not _results:
+        return
+    from conformance.rules import RULES
+
+    target = terminalreporter.config.getoption("--target")
+    terminalreporter.section(f"fusecheck rules against {target}")
+    for nodeid, (rule_id, outcome) in sorted(_results.items(), key=lambda kv: kv[1][0]):
+        statement = RULES[rule_id].statement if rule_id in RULES else ""
+        param = nodeid.partition("[")[2].rstrip("]")
+        suffix = f" [{param}]" if param else ""
+        terminalreporter.write_line(f"{outcome:<7} {rule_id}{suffix}: {statement}")

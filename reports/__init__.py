@@ -1,0 +1,1 @@
+"""Reports: transcripts (text and pcap), allure labels and attachments, rule summaries."""
