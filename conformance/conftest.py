@@ -83,9 +83,14 @@ def conn(request: pytest.FixtureRequest, target: ExecTarget) -> KernelConnection
 
 
 @pytest.fixture
-def ready(request: pytest.FixtureRequest, conn: KernelConnection) -> KernelConnection:
-    """The kernel role after a successful INIT with the kernel's default offer."""
+def ready(request: pytest.FixtureRequest, conn: KernelConnection,
+          target: ExecTarget) -> Iterator[KernelConnection]:
+    """The kernel role after a successful INIT; the daemon must outlive the test."""
     reply: Reply = conn.init()
     assert reply.ok and conn.session.negotiated, f"INIT refused: error {reply.error}"
     request.node._fusecheck_minor = conn.session.negotiated.minor
-    return conn
+    yield conn
+    daemon = target.daemon
+    if daemon is not None and not daemon.alive():
+        pytest.fail(f"the daemon {daemon.exit_description()} during the test; stderr: "
+                    f"{daemon.stderr_tail(500)!r}", pytrace=False)

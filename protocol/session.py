@@ -190,12 +190,13 @@ class KernelSession:
         if not error and body or opcode == c.FUSE_INIT:
             minor = self.minor if opcode == c.FUSE_INIT else self.proto_minor
             layers = reply_layers_at(opcode, minor, pending.packet)
-            if not error:
-                findings += validate.check_body_size(opcode, layers, len(body), pending.packet, minor)
+            size_findings = [] if error else list(
+                validate.check_body_size(opcode, layers, len(body), pending.packet, minor))
+            findings += size_findings
             decoded = decode_body(layers, body) if body else None
             if decoded is not None:
                 packet = header / decoded
-                if not error:
+                if not error and not size_findings:  # a body of the wrong size is not read further
                     findings += validate.check_semantics(opcode, decoded, body, pending.packet)
         elif body:
             packet = header / Raw(body)

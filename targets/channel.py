@@ -1,0 +1,216 @@
+"""The kernel-role transport: one FUSE message per SOCK_SEQPACKET datagram.
+
+Bytes only; what the bytes mean is ``protocol/``'s business.
+"""
+
+from __future__ import annotations
+
+import collections
+import select
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol, Self
+
+from targets.errors import TargetDied, TargetError, TargetTimeout, exit_phrase
+
+Direction = Literal["to_target", "from_target"]
+
+#: Largest FUSE message: a 1 MiB WRITE (max_pages 256) plus headers, with slack.
+DEFAULT_BUFSIZE = (1 << 20) + 4096
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+#: How long to wait, after EOF, for the process to exit so its status is known.
+EOF_EXIT_GRACE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message on the wire, as sent or received."""
+
+    time: float
+    direction: Direction
+    data: bytes
+
+
+class Transcript:
+    """Every message in order, stamped with ``time.monotonic()``.
+
+    With ``maxlen``, only the newest ``maxlen`` records are kept.
+    """
+
+    def __init__(self, maxlen: int | None = None) -> None:
+        self._records: collections.deque[Record] = collections.deque(maxlen=maxlen)
+        self.total = 0
+
+    def append(self, direction: Direction, data: bytes) -> Record:
+        record = Record(time.monotonic(), direction, bytes(data))
+        self._records.append(record)
+        self.total += 1
+        return record
+
+    @property
+    def dropped(self) -> int:
+        """How many old records the bound has discarded."""
+        return self.total - len(self._records)
+
+    def records(self) -> list[Record]:
+        return list(self._records)
+
+    def clear(self) -> None:
+        self._records.clear()
+        self.total = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(list(self._records))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+class Liveness(Protocol):
+    """What a channel asks about the process behind it (``targets.process.Daemon``)."""
+
+    name: str
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Return the returncode once exited within ``timeout``, else None."""
+        ...
+
+    def stderr_tail(self, n: int = 2000) -> str: ...
+
+
+def seqpacket_pair(
+    bufsize: int = DEFAULT_BUFSIZE,
+) -> tuple[socket.socket, socket.socket]:
+    """A socketpair whose two ends can each send one message of ``bufsize`` bytes."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for end in (ours, theirs):
+        _raise_sndbuf(end, 2 * bufsize)
+    return ours, theirs
+
+
+def _raise_sndbuf(sock: socket.socket, size: int) -> None:
+    # The largest datagram an AF_UNIX socket sends is bounded by its SO_SNDBUF;
+    # as root, FORCE passes net.core.wmem_max.
+    for option in (_SO_SNDBUFFORCE, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+        except OSError:
+            continue
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= size:
+            return
+
+
+class SeqpacketChannel:
+    """Our end of the socketpair: ``send`` a request, ``recv`` one reply datagram."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        liveness: Liveness | None = None,
+        name: str = "target",
+        bufsize: int = DEFAULT_BUFSIZE,
+        transcript: Transcript | None = None,
+    ) -> None:
+        self.sock = sock
+        self.liveness = liveness
+        self.name = liveness.name if liveness is not None else name
+        self.bufsize = bufsize
+        self.transcript = transcript if transcript is not None else Transcript()
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, data: bytes, *, timeout: float = 10.0) -> None:
+        """Send ``data`` as one datagram; TargetTimeout if the target stops reading."""
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._wait(select.POLLOUT, deadline):
+                raise TargetTimeout(
+                    f"{self.name} did not take a {len(data)}-byte message within {timeout:g} s",
+                    hint="the daemon stopped reading its channel; is it stuck?",
+                )
+            try:
+                sent = self.sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                raise self._died() from None
+            except OSError as exc:
+                raise TargetError(
+                    f"cannot send a {len(data)}-byte message to {self.name}: {exc.strerror}",
+                    hint="the message may exceed the socket buffer; lower its size",
+                ) from exc
+            if sent != len(data):  # SEQPACKET sends whole datagrams or fails
+                raise TargetError(f"short send to {self.name}: {sent} of {len(data)} bytes")
+            self.transcript.append("to_target", data)
+            return
+
+    def recv(self, timeout: float) -> bytes:
+        """Return the next datagram from the target, waiting at most ``timeout`` s."""
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        if not self._wait(select.POLLIN, deadline):
+            returncode = self.liveness.wait_exit(0) if self.liveness else None
+            if returncode is not None:  # exited, yet someone still holds its end
+                raise self._died(
+                    returncode,
+                    detail_suffix=" (another process still holds the channel)",
+                )
+            raise TargetTimeout(f"{self.name} sent nothing within {timeout:g} s")
+        try:
+            data, _, flags, _ = self.sock.recvmsg(self.bufsize, 0, socket.MSG_DONTWAIT)
+        except ConnectionResetError:
+            raise self._died() from None
+        if flags & socket.MSG_TRUNC:
+            raise TargetError(
+                f"{self.name} sent a datagram larger than the {self.bufsize}-byte buffer",
+                hint="open the channel with a larger bufsize",
+            )
+        if not data and self._hung_up():
+            raise self._died()
+        self.transcript.append("from_target", data)
+        return data
+
+    def close(self) -> None:
+        """Close our end; a libfuse daemon reads EOF and exits."""
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise TargetError(f"the channel to {self.name} is closed", hint="open the target again")
+
+    def _wait(self, events: int, deadline: float) -> bool:
+        poller = select.poll()
+        poller.register(self.sock, events)
+        remaining = max(0.0, deadline - time.monotonic())
+        # HUP/ERR are reported too, so a dead peer wakes us at once.
+        return bool(poller.poll(remaining * 1000.0))
+
+    def _hung_up(self) -> bool:
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN | select.POLLRDHUP)
+        return any(ev & (select.POLLHUP | select.POLLRDHUP) for _, ev in poller.poll(0))
+
+    def _died(self, returncode: int | None = None, *, detail_suffix: str = "") -> TargetDied:
+        tail = ""
+        if self.liveness is not None:
+            if returncode is None:
+                returncode = self.liveness.wait_exit(EOF_EXIT_GRACE)
+            tail = self.liveness.stderr_tail()
+        detail = None
+        if detail_suffix:
+            detail = exit_phrase(returncode) + detail_suffix
+        return TargetDied(self.name, returncode=returncode, stderr_tail=tail, detail=detail)

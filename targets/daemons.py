@@ -1,0 +1,176 @@
+"""The daemons ``--target NAME`` knows: how to set each up and spawn it.
+
+Each is served in the kernel's role over ``/dev/fd/N`` (libfuse 3 takes that as
+its mountpoint). ``eof_status`` is what its process was seen to exit with when
+the channel closes: libfuse 3.14 reads 0 bytes, logs "short read on fuse
+device" and fails the session loop (a real /dev/fuse returns ENODEV at unmount
+instead, which libfuse treats as a clean exit). SIGTERM is no way out either:
+libfuse 3.14 keeps the signal as the session error and they exit non-zero.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from targets import build
+from targets.errors import TargetNotInstalled, TargetSpecError
+
+FD_PLACEHOLDER = "{fd}"
+Options = Mapping[str, str | bool]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A program the target runs, and the apt package that ships it."""
+
+    program: str
+    package: str
+
+    def check(self) -> str:
+        """The program's path; TargetNotInstalled naming the package otherwise."""
+        path = shutil.which(self.program)
+        if path is None:
+            raise TargetNotInstalled(
+                f"{self.program} not found (package {self.package})",
+                hint=f"apt-get install {self.package}",
+            )
+        return path
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One prepared daemon: its argv with ``{fd}`` still in it, and what it serves."""
+
+    template: tuple[str, ...]
+    backing: Path | None = None
+
+    def argv(self, fd: int) -> list[str]:
+        return [word.replace(FD_PLACEHOLDER, str(fd)) for word in self.template]
+
+
+@dataclass(frozen=True)
+class DaemonEntry:
+    """A registry entry; ``setup`` fills the scratch dir and returns the Instance."""
+
+    name: str
+    summary: str
+    requires: tuple[Requirement, ...]
+    setup: Callable[[Path, Options], Instance]
+    eof_status: int | None = None
+    unservable: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def check_installed(self) -> None:
+        for requirement in self.requires:
+            requirement.check()
+
+    def prepare(self, scratch: Path, options: Options) -> Instance:
+        """Check what it needs, build what is ours to build, then set it up."""
+        if self.unservable:
+            raise TargetSpecError(
+                f"{self.name} cannot be served over a socket: {self.unservable}",
+                hint="use a mount:PATH target for it",
+            )
+        self.check_installed()
+        return self.setup(scratch, options)
+
+
+def mount_options(options: Options, *base: str) -> list[str]:
+    """``-o a=1,b`` from fixed options and the spec's; nothing when both are empty."""
+    words = [*base]
+    for key, value in options.items():
+        words.append(key if value is True else f"{key}={value}")
+    return ["-o", ",".join(words)] if words else []
+
+
+def populate(root: Path) -> None:
+    """A few files, a dir and a symlink for a writable backing tree."""
+    (root / "dir").mkdir(parents=True, exist_ok=True)
+    (root / "hello.txt").write_text("hello, fusecheck\n")
+    (root / "dir" / "data.bin").write_bytes(bytes(range(256)) * 16)
+    (root / "link").symlink_to("hello.txt")
+
+
+def _hello_ll(scratch: Path, options: Options) -> Instance:
+    binary = build.build_example("hello_ll")
+    return Instance((str(binary), "-f", *mount_options(options), "/dev/fd/{fd}"))
+
+
+def _passthrough_ll(scratch: Path, options: Options) -> Instance:
+    binary = build.build_example("passthrough_ll")
+    source = scratch / "source"
+    populate(source)
+    opts = mount_options(options, f"source={source}")
+    return Instance((str(binary), "-f", *opts, "/dev/fd/{fd}"), backing=source)
+
+
+def _squashfuse_ll(scratch: Path, options: Options) -> Instance:
+    image = build.build_squashfs_image()
+    argv = ("squashfuse_ll", "-f", *mount_options(options), str(image), "/dev/fd/{fd}")
+    # Read-only, shared by every instance: compare against it, never write to it.
+    return Instance(argv, backing=build.squashfs_tree())
+
+
+def _fuse_overlayfs(scratch: Path, options: Options) -> Instance:
+    lower, upper, work = (scratch / d for d in ("lower", "upper", "work"))
+    for directory in (lower, upper, work):
+        directory.mkdir()
+    populate(upper)
+    # An empty lowerdir makes the merged view equal upperdir, where writes land:
+    # upperdir is then a true backing directory.
+    opts = mount_options(options, f"lowerdir={lower}", f"upperdir={upper}", f"workdir={work}")
+    return Instance(("fuse-overlayfs", "-f", *opts, "/dev/fd/{fd}"), backing=upper)
+
+
+_TOOLCHAIN = (Requirement("gcc", "gcc"), Requirement("pkg-config", "pkg-config"))
+
+REGISTRY: dict[str, DaemonEntry] = {
+    entry.name: entry
+    for entry in (
+        DaemonEntry(
+            "hello_ll",
+            "libfuse's hello_ll example: one read-only file, no backing dir",
+            _TOOLCHAIN,
+            _hello_ll,
+            eof_status=1,
+        ),
+        DaemonEntry(
+            "passthrough_ll",
+            "libfuse's passthrough_ll example, serving a scratch source dir",
+            _TOOLCHAIN,
+            _passthrough_ll,
+            eof_status=1,
+        ),
+        DaemonEntry(
+            "squashfuse_ll",
+            "squashfuse's low-level daemon, serving a generated squashfs image",
+            (
+                Requirement("squashfuse_ll", "squashfuse"),
+                Requirement("mksquashfs", "squashfs-tools"),
+            ),
+            _squashfuse_ll,
+            eof_status=5,
+        ),
+        # fuse-overlayfs 1.10 does serve over /dev/fd/N (INIT answered, 7.31) when:
+        # - it runs with -f: otherwise fuse_daemonize() forks, the spawned pid
+        #   exits 0 at once and an unreaped, setsid()ed child serves the socket;
+        # - lowerdir exists, and workdir is given with upperdir: else it exits 1
+        #   before reading ("cannot read lower dirs", "workdir not specified"),
+        #   and our pending INIT makes the recv fail with ECONNRESET;
+        # - the INIT offers FUSE_DONT_MASK (flags bit 6): it requests
+        #   FUSE_CAP_DONT_MASK unconditionally, so libfuse answers EPROTO
+        #   ("filesystem requested capabilities 0x40 that are not supported by
+        #   kernel, aborting") and exits 1. A kernel always offers that flag.
+        DaemonEntry(
+            "fuse-overlayfs",
+            "fuse-overlayfs over an empty lowerdir; upperdir is the backing dir",
+            (Requirement("fuse-overlayfs", "fuse-overlayfs"),),
+            _fuse_overlayfs,
+            eof_status=1,
+            notes=("INIT must offer FUSE_DONT_MASK (flags bit 6), else EPROTO and exit 1",),
+        ),
+    )
+}

@@ -1,0 +1,107 @@
+"""Parse a ``--target`` spec string into a TargetSpec.
+
+Forms: ``exec:COMMAND`` (COMMAND holds ``{fd}``), a registry name with
+optional ``:key=val,flag`` options, and the reserved ``ref``, ``mount:PATH``,
+``vhost-user:SOCKET``, ``virtiofsd[:opts]``, ``cuse:CMD``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+
+from targets.daemons import FD_PLACEHOLDER, REGISTRY
+from targets.errors import TargetSpecError
+
+EXEC_EXAMPLE = "exec:passthrough_ll -f -o source=/tmp /dev/fd/{fd}"
+#: Reserved kinds -> the argument after their colon (None: optional options).
+RESERVED: dict[str, str | None] = {
+    "ref": None,
+    "mount": "PATH",
+    "vhost-user": "SOCKET",
+    "virtiofsd": None,
+    "cuse": "CMD",
+}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """``kind`` is "exec", "daemon" (a registry name) or a reserved kind."""
+
+    kind: str
+    name: str
+    command: tuple[str, ...] = ()
+    options: dict[str, str | bool] = field(default_factory=dict)
+    text: str = ""
+
+
+def known_forms() -> str:
+    names = ", ".join(REGISTRY)
+    reserved = ", ".join(k if v is None else f"{k}:{v}" for k, v in RESERVED.items())
+    return f"exec:COMMAND, {names} (reserved: {reserved})"
+
+
+def parse_options(text: str, *, spec: str) -> dict[str, str | bool]:
+    """``key=val,flag`` -> {"key": "val", "flag": True}."""
+    options: dict[str, str | bool] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not key or (eq and not value):
+            raise TargetSpecError(
+                f"bad option {item!r} in target spec {spec!r}",
+                hint="options are key=value or flag, separated by commas",
+            )
+        options[key] = value if eq else True
+    return options
+
+
+def _parse_exec(command: str, text: str) -> TargetSpec:
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise TargetSpecError(
+            f"cannot split exec command {command!r}: {exc}", hint=f"e.g. {EXEC_EXAMPLE}"
+        ) from None
+    if not argv:
+        raise TargetSpecError("exec: needs a command", hint=f"e.g. {EXEC_EXAMPLE}")
+    if not any(FD_PLACEHOLDER in word for word in argv):
+        raise TargetSpecError(
+            f"exec command has no {FD_PLACEHOLDER} placeholder for the channel fd",
+            hint=f"give the daemon /dev/fd/{FD_PLACEHOLDER}, e.g. {EXEC_EXAMPLE}",
+        )
+    return TargetSpec("exec", os.path.basename(argv[0]), argv, {}, text)
+
+
+def _parse_reserved(kind: str, rest: str | None, text: str) -> TargetSpec:
+    argument = RESERVED[kind]
+    if argument is None:
+        return TargetSpec(kind, kind, (), parse_options(rest or "", spec=text), text)
+    if not rest:
+        raise TargetSpecError(f"target {kind} needs {kind}:{argument}", hint=f"write {kind}:{argument}")
+    try:
+        command = tuple(shlex.split(rest)) if kind == "cuse" else (rest,)
+    except ValueError as exc:
+        raise TargetSpecError(f"cannot split {kind} command {rest!r}: {exc}") from None
+    return TargetSpec(kind, kind, command, {}, text)
+
+
+def parse_spec(text: str, *, allow_reserved: bool = False) -> TargetSpec:
+    """Parse ``text``; reserved kinds are refused unless ``allow_reserved``."""
+    spec = text.strip()
+    if not spec:
+        raise TargetSpecError("empty target spec", hint=f"use one of: {known_forms()}")
+    head, colon, rest = spec.partition(":")
+    if head == "exec":
+        return _parse_exec(rest, spec)
+    if head in REGISTRY:
+        return TargetSpec("daemon", head, (), parse_options(rest, spec=spec), spec)
+    if head in RESERVED:
+        parsed = _parse_reserved(head, rest if colon else None, spec)
+        if not allow_reserved:
+            raise TargetSpecError(
+                f"target kind {head!r} is not yet supported by this version",
+                hint=f"supported now: exec:COMMAND, {', '.join(REGISTRY)}",
+            )
+        return parsed
+    raise TargetSpecError(f"unknown target {head!r}", hint=f"known: {known_forms()}")

@@ -1,0 +1,166 @@
+"""The kernel-role session against hand-made replies: each malformation is a named finding."""
+
+from __future__ import annotations
+
+import pytest
+from scapy.packet import Raw
+
+from protocol import constants as c
+from protocol import state as st
+from protocol.errors import ProtocolError, RemoteProtocolError
+from protocol.events import Notify
+from protocol.layers import (
+    FuseAttr,
+    FuseAttrOut,
+    FuseDirent,
+    FuseDirentList,
+    FuseEntryOut,
+    FuseGetattrIn,
+    FuseInHeader,
+    FuseInitOut,
+    FuseName,
+    FuseNotifyInvalEntryOut,
+    FuseOutHeader,
+    FuseReadIn,
+    FuseWriteIn,
+    FuseWriteOut,
+)
+from protocol.session import KernelSession
+
+
+def started(minor: int = 45) -> KernelSession:
+    session = KernelSession()
+    session.init()
+    reply = FuseOutHeader(unique=session._last_unique) / FuseInitOut(
+        major=7, minor=minor, flags=c.FUSE_ASYNC_READ, max_write=65536)
+    event = session.receive(bytes(reply))
+    assert not event.findings and session.state == st.RUNNING
+    return session
+
+
+def codes(event) -> set[str]:
+    return {f.code for f in event.findings}
+
+
+def test_init_negotiates_the_lower_minor() -> None:
+    session = started(minor=31)
+    assert session.negotiated is not None
+    assert session.negotiated.minor == 31 and session.negotiated.flags == c.FUSE_ASYNC_READ
+
+
+def test_init_request_bytes_at_old_minor_have_no_flags2() -> None:
+    session = KernelSession()
+    data = session.init(minor=22)
+    assert len(data) == 40 + 16  # fuse_init_in before 7.36: major, minor, max_readahead, flags
+
+
+def test_clean_reply_has_no_findings() -> None:
+    session = started()
+    session.request(c.FUSE_LOOKUP, FuseName(name=b"a"))
+    reply = FuseOutHeader(unique=session._last_unique) / FuseEntryOut(
+        nodeid=5, attr=FuseAttr(ino=5, mode=0o100644))
+    event = session.receive(bytes(reply))
+    assert not event.findings and event.body.nodeid == 5
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda u: bytes(FuseOutHeader(unique=u, len=99) / FuseAttrOut()), "reply.len-mismatch"),
+        (lambda u: bytes(FuseOutHeader(unique=u + 2) / FuseAttrOut()), "reply.unknown-unique"),
+        (lambda u: bytes(FuseOutHeader(unique=u, error=5)), "reply.error-range"),
+        (lambda u: bytes(FuseOutHeader(unique=u, error=-600)), "reply.error-range"),
+        (lambda u: bytes(FuseOutHeader(unique=u, error=-2) / Raw(b"x")), "reply.body-after-error"),
+        (lambda u: bytes(FuseOutHeader(unique=u) / Raw(bytes(FuseAttrOut())[:-8])), "reply.body-size"),
+        (lambda u: bytes(FuseOutHeader(unique=u) / FuseAttrOut(attr=FuseAttr(mode=0o7777))),
+         "reply.attr-type"),
+    ],
+)
+def test_malformed_getattr_replies(make, code: str) -> None:
+    session = started()
+    session.request(c.FUSE_GETATTR, FuseGetattrIn())
+    assert code in codes(session.receive(make(session._last_unique)))
+
+
+def test_dirent_findings() -> None:
+    session = started()
+    session.request(c.FUSE_READDIR, FuseReadIn(size=4096))
+    body = bytes(FuseDirentList(dirents=[FuseDirent(ino=1, off=1, type=4, name=b"a/b")]))
+    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / Raw(body[:-3])))
+    assert "reply.dirent-truncated" in codes(event)
+    session.request(c.FUSE_READDIR, FuseReadIn(size=4096))
+    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / Raw(body)))
+    assert "reply.dirent-name" in codes(event)
+
+
+def test_read_longer_than_asked() -> None:
+    session = started()
+    session.request(c.FUSE_READ, FuseReadIn(size=4))
+    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / Raw(b"12345")))
+    assert "reply.body-size" in codes(event)
+
+
+def test_write_reply_claims_more_than_sent() -> None:
+    session = started()
+    session.request(c.FUSE_WRITE, FuseWriteIn(size=3), Raw(b"abc"))
+    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / FuseWriteOut(size=4)))
+    assert "reply.write-size" in codes(event)
+
+
+def test_compat_entry_size_after_old_minor() -> None:
+    session = started(minor=8)
+    session.request(c.FUSE_LOOKUP, FuseName(name=b"a"))
+    full = FuseOutHeader(unique=session._last_unique) / FuseEntryOut(attr=FuseAttr(mode=0o40755))
+    assert "reply.body-size" in codes(session.receive(bytes(full)))
+
+
+def test_write_request_is_cut_at_old_minor() -> None:
+    session = started(minor=8)
+    data = session.request(c.FUSE_WRITE, FuseWriteIn(size=3), Raw(b"abc"))
+    assert len(data) == 40 + c.FUSE_COMPAT_WRITE_IN_SIZE + 3
+    assert FuseInHeader(data).len == len(data)
+
+
+def test_flags_not_offered() -> None:
+    session = KernelSession()
+    session.init(flags=c.FUSE_ASYNC_READ)
+    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / FuseInitOut(
+        major=7, minor=45, flags=c.FUSE_ASYNC_READ | c.FUSE_POSIX_ACL, max_write=4096)))
+    assert "init.flags-not-offered" in codes(event)
+    assert session.negotiated is not None and session.negotiated.flags == c.FUSE_ASYNC_READ
+
+
+def test_wrong_major_refuses_the_session() -> None:
+    session = KernelSession()
+    session.init()
+    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / FuseInitOut(major=8)))
+    assert "init.major" in codes(event) and session.state == st.AWAIT_INIT
+
+
+def test_notifications() -> None:
+    session = started()
+    good = FuseOutHeader(unique=0, error=c.FUSE_NOTIFY_INVAL_ENTRY) / FuseNotifyInvalEntryOut(
+        parent=1) / FuseName(name=b"x")
+    event = session.receive(bytes(good))
+    assert isinstance(event, Notify) and not event.findings
+    bad = FuseOutHeader(unique=0, error=c.FUSE_NOTIFY_INVAL_ENTRY) / FuseNotifyInvalEntryOut(
+        parent=1, namelen=5) / FuseName(name=b"x")
+    assert "notify.body-size" in codes(session.receive(bytes(bad)))
+    assert "notify.unknown-code" in codes(session.receive(bytes(FuseOutHeader(unique=0, error=77))))
+
+
+def test_short_message_is_a_remote_error() -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        started().receive(b"\x08\x00\x00\x00")
+    assert caught.value.finding.code == "reply.short"
+
+
+def test_protocol_error_is_abstract() -> None:
+    with pytest.raises(TypeError):
+        ProtocolError("x")
+
+
+def test_forget_is_not_pending() -> None:
+    session = started()
+    session.request(c.FUSE_FORGET, nodeid=5)
+    assert not session.pending

@@ -1,0 +1,83 @@
+"""--target spec parsing: the forms that parse, and one-line errors with hints."""
+
+from __future__ import annotations
+
+import pytest
+
+from targets.daemons import REGISTRY
+from targets.errors import TargetSpecError
+from targets.spec import TargetSpec, parse_spec
+
+
+def test_exec_spec_splits_like_a_shell() -> None:
+    spec = parse_spec("exec:passthrough_ll -f -o source=/tmp /dev/fd/{fd}")
+    assert spec == TargetSpec(
+        "exec",
+        "passthrough_ll",
+        ("passthrough_ll", "-f", "-o", "source=/tmp", "/dev/fd/{fd}"),
+        {},
+        "exec:passthrough_ll -f -o source=/tmp /dev/fd/{fd}",
+    )
+
+
+def test_exec_spec_keeps_quoted_words_and_fd_inside_a_word() -> None:
+    spec = parse_spec("  exec:'/opt/my daemon' --fd={fd} -o 'a b'  ")
+    assert spec.command == ("/opt/my daemon", "--fd={fd}", "-o", "a b")
+    assert spec.name == "my daemon"
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_registry_names_parse(name: str) -> None:
+    assert parse_spec(name) == TargetSpec("daemon", name, (), {}, name)
+
+
+def test_registry_name_with_options() -> None:
+    spec = parse_spec("passthrough_ll:cache=never,writeback,timeout=0")
+    assert spec.kind == "daemon"
+    assert spec.options == {"cache": "never", "writeback": True, "timeout": "0"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        ("", "empty target spec", "exec:COMMAND"),
+        ("   ", "empty target spec", "passthrough_ll"),
+        ("exec:", "needs a command", "/dev/fd/{fd}"),
+        ("exec", "needs a command", "/dev/fd/{fd}"),
+        ("exec:hello_ll -f /mnt", "no {fd} placeholder", "exec:passthrough_ll -f"),
+        ("exec:hello_ll '/dev/fd/{fd}", "cannot split", "/dev/fd/{fd}"),
+        ("nosuchfs", "unknown target 'nosuchfs'", "fuse-overlayfs"),
+        ("Hello_ll", "unknown target", "hello_ll"),
+        ("passthrough_ll:=never", "bad option", "key=value"),
+        ("passthrough_ll:cache=", "bad option", "key=value"),
+        ("mount", "needs mount:PATH", "mount:PATH"),
+        ("vhost-user:", "needs vhost-user:SOCKET", "SOCKET"),
+    ],
+)
+def test_malformed_specs(text: str, message: str, hint: str) -> None:
+    with pytest.raises(TargetSpecError) as info:
+        parse_spec(text)
+    assert message in str(info.value)
+    assert hint in info.value.hint
+    assert "\n" not in str(info.value) and "\n" not in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "command", "options"),
+    [
+        ("ref", "ref", (), {}),
+        ("ref:cache=none,writeback", "ref", (), {"cache": "none", "writeback": True}),
+        ("mount:/mnt/x", "mount", ("/mnt/x",), {}),
+        ("vhost-user:/run/vfs.sock", "vhost-user", ("/run/vfs.sock",), {}),
+        ("virtiofsd", "virtiofsd", (), {}),
+        ("virtiofsd:cache=always", "virtiofsd", (), {"cache": "always"}),
+        ("cuse:cuse -f --name=fc", "cuse", ("cuse", "-f", "--name=fc"), {}),
+    ],
+)
+def test_reserved_kinds_parse_but_are_not_supported_yet(
+    text: str, kind: str, command: tuple[str, ...], options: dict[str, object]
+) -> None:
+    with pytest.raises(TargetSpecError, match="not yet supported by this version"):
+        parse_spec(text)
+    spec = parse_spec(text, allow_reserved=True)
+    assert (spec.kind, spec.command, spec.options) == (kind, command, options)
