@@ -40,7 +40,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     setattr(item, f"rep_{report.when}", report)
     marker = item.get_closest_marker("rule")
     if marker and report.when == "call":
+        from conformance.rules import RULES
+
+        known = RULES.get(marker.args[0])
         report.user_properties.append(("rule", marker.args[0]))
+        report.user_properties.append(("statement", known.statement if known else ""))
     return report
 
 
@@ -50,26 +54,23 @@ def test_failed(item: pytest.Item) -> bool:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    rules = dict(report.user_properties).get("rule")
-    if rules is None or report.when != "call":
+    props = dict(report.user_properties)
+    if "rule" not in props or report.when != "call":
         return
     outcome = "XFAIL" if hasattr(report, "wasxfail") and report.skipped else report.outcome.upper()
-    _results[report.nodeid] = (rules, outcome)
+    _results[report.nodeid] = (props["rule"], outcome, props.get("statement", ""))
 
 
-_results: dict[str, tuple[str, str]] = {}
+_results: dict[str, tuple[str, str, str]] = {}
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line per rule: its outcome, id and statement."""
     if not _results:
         return
-    from conformance.rules import RULES
-
     target = terminalreporter.config.getoption("--target")
     terminalreporter.section(f"fusecheck rules against {target}")
-    for nodeid, (rule_id, outcome) in sorted(_results.items(), key=lambda kv: kv[1][0]):
-        statement = RULES[rule_id].statement if rule_id in RULES else ""
+    for nodeid, (rule_id, outcome, statement) in sorted(_results.items(), key=lambda kv: kv[1][0]):
         param = nodeid.partition("[")[2].rstrip("]")
         suffix = f" [{param}]" if param else ""
         terminalreporter.write_line(f"{outcome:<7} {rule_id}{suffix}: {statement}")
