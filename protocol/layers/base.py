@@ -13,6 +13,7 @@ from scapy.fields import (
     LEShortField,
     LESignedIntField,
     LESignedLongField,
+    MayEnd,
     PacketField,
     PacketLenField,
     PacketListField,
@@ -127,6 +128,16 @@ def nested(name: str, cls: type[FuseStruct]) -> Field[Any, Any]:
     return NestedField(name, cls)
 
 
+def may_end(field: Field[Any, Any]) -> Field[Any, Any]:
+    """Dissection may stop after ``field``: older minors send the struct only this far."""
+    return MayEnd(field)  # type: ignore[no-any-return]
+
+
+def unwrap(field: Any) -> Any:
+    """The field inside a ``may_end`` marker."""
+    return field.fld if isinstance(field, MayEnd) else field
+
+
 def fixed_size(cls: type[Packet]) -> int:
     """``sizeof`` of a fixed-size struct class; ``TypeError`` for variable parts."""
     cached: int | None = cls.__dict__.get("_fixed_size")
@@ -139,13 +150,13 @@ def fixed_size(cls: type[Packet]) -> int:
 
 def struct_format(cls: type[Packet]) -> str:
     """The ``struct`` format of a fixed-size class, nested structs inlined."""
-    return "<" + "".join(_field_format(f) for f in cls.fields_desc)
+    return "<" + "".join(_field_format(unwrap(f)) for f in cls.fields_desc)
 
 
 def flat_names(cls: type[Packet], prefix: str = "") -> list[str]:
     """Field names in ``struct_format`` order (``attr.ino``, ``unused[3]``...)."""
     names: list[str] = []
-    for f in cls.fields_desc:
+    for f in map(unwrap, cls.fields_desc):
         if isinstance(f, NestedField):
             names += flat_names(f.cls, f"{prefix}{f.name}.")  # type: ignore[arg-type]
         elif isinstance(f, ArrayField):
@@ -157,7 +168,7 @@ def flat_names(cls: type[Packet], prefix: str = "") -> list[str]:
 
 def field_size(f: Field[Any, Any]) -> int:
     """Bytes one fixed-size field takes on the wire."""
-    return struct.calcsize("<" + _field_format(f))
+    return struct.calcsize("<" + _field_format(unwrap(f)))
 
 
 def _field_format(f: Field[Any, Any]) -> str:

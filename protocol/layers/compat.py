@@ -11,7 +11,7 @@ from typing import Any
 from scapy.fields import PacketLenField
 
 from protocol import constants as c
-from protocol.layers.base import FuseStruct, field_size, fixed_size, nested
+from protocol.layers.base import FuseStruct, field_size, fixed_size, nested, unwrap
 from protocol.layers.structs import (
     FuseAttr,
     FuseAttrOut,
@@ -36,6 +36,7 @@ def truncated(cls: type[FuseStruct], size: int) -> type[FuseStruct]:
             break
         width = field_size(f)
         if used + width > size:
+            f = unwrap(f)
             if not isinstance(f, PacketLenField):
                 raise ValueError(f"{cls.__name__}: {size} cuts field {f.name}")
             fields.append(nested(f.name, truncated(f.cls, size - used)))  # type: ignore[arg-type]

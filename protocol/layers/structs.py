@@ -13,6 +13,7 @@ from protocol.layers.base import (
     array,
     i32,
     i64,
+    may_end,
     nested,
     u16,
     u32,
@@ -115,7 +116,7 @@ class FuseStatxOut(FuseStruct):
 
 class FuseMknodIn(FuseStruct):
     c_name = "fuse_mknod_in"
-    fields_desc = [u32("mode"), u32("rdev"), u32("umask"), u32("padding")]  # umask: 7.12
+    fields_desc = [u32("mode"), may_end(u32("rdev")), u32("umask"), u32("padding")]  # umask: 7.12
 
 
 class FuseMkdirIn(FuseStruct):
@@ -185,8 +186,8 @@ class FuseReadIn(FuseStruct):
 class FuseWriteIn(FuseStruct):
     c_name = "fuse_write_in"
     fields_desc = [
-        u64("fh"), u64("offset"), u32("size"), u32("write_flags"), u64("lock_owner"),
-        u32("flags"), u32("padding"),
+        u64("fh"), u64("offset"), u32("size"), may_end(u32("write_flags")),  # 24 bytes before 7.9
+        u64("lock_owner"), u32("flags"), u32("padding"),
     ]
 
 
@@ -207,7 +208,7 @@ class FuseFsyncIn(FuseStruct):
 
 class FuseSetxattrIn(FuseStruct):
     c_name = "fuse_setxattr_in"
-    fields_desc = [u32("size"), u32("flags"), u32("setxattr_flags"), u32("padding")]  # 7.33
+    fields_desc = [u32("size"), may_end(u32("flags")), u32("setxattr_flags"), u32("padding")]  # 7.33
 
 
 class FuseGetxattrIn(FuseStruct):
@@ -239,7 +240,7 @@ class FuseInitIn(FuseStruct):
     c_name = "fuse_init_in"
     fields_desc = [
         u32("major"), u32("minor"), u32("max_readahead"),
-        FlagsIntField("flags", 0, _INIT_LOW),
+        may_end(FlagsIntField("flags", 0, _INIT_LOW)),  # 16 bytes before 7.36
         FlagsIntField("flags2", 0, _INIT_HIGH),  # 7.36
         array("unused", u32(""), 11),
     ]
@@ -249,10 +250,11 @@ class FuseInitOut(FuseStruct):
     c_name = "fuse_init_out"
     fields_since = {"max_stack_depth": 40, "request_timeout": 43}
     fields_desc = [
-        u32("major"), u32("minor"), u32("max_readahead"),
-        FlagsIntField("flags", 0, _INIT_LOW),
-        u16("max_background"), u16("congestion_threshold"), u32("max_write"),
-        u32("time_gran"),  # 7.23 onwards: the fields below
+        u32("major"), may_end(u32("minor")),  # 8 bytes before 7.5
+        u32("max_readahead"), FlagsIntField("flags", 0, _INIT_LOW),
+        u16("max_background"), u16("congestion_threshold"),
+        may_end(u32("max_write")),  # 24 bytes before 7.23
+        u32("time_gran"),
         u16("max_pages"), u16("map_alignment"),
         FlagsIntField("flags2", 0, _INIT_HIGH),
         u32("max_stack_depth"),  # 7.40
