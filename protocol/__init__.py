@@ -8,5 +8,5 @@ from __future__ import annotations
 
 from protocol.constants import *  # noqa: F403
 from protocol.layers import *  # noqa: F403
-from protocol.layers import STRUCTS, LAYER_CLASSES  # noqa: F401
+from protocol.layers import LAYER_CLASSES, STRUCTS  # noqa: F401
 from protocol.session import KernelSession, Negotiated  # noqa: F401

@@ -20,14 +20,20 @@ from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.events import Notify, Reply
 from protocol.findings import Finding
 from protocol.layers.base import fixed_size
-from protocol.layers.header import FUSE_OUT_HEADER_SIZE, FuseInHeader, FuseOutHeader
+from protocol.layers.header import (
+    FUSE_OUT_HEADER_SIZE,
+    FuseInHeader,
+    FuseOutHeader,
+    FuseSecctxHeader,
+)
 from protocol.layers.messages import NO_REPLY, NOTIFY_LAYERS, Layers
 from protocol.layers.structs import FuseInitIn
 from protocol.sizes import reply_layers_at, request_layers_at
 
-# What the Linux kernel offers in FUSE_INIT (fs/fuse/inode.c fuse_send_init),
-# leaving out the DAX, passthrough, io_uring and security-context bits that
-# depend on how the kernel was built and mounted.
+# What Linux 6.18 offers in FUSE_INIT (fs/fuse/inode.c fuse_send_init), as read off
+# this kernel's own INIT: flags 0x73fffffb, flags2 0x5fd.  Not offered: FILE_OPS,
+# bit 31, MAP_ALIGNMENT/SUBMOUNTS/HAS_INODE_DAX (DAX and auto_submounts only) and
+# OVER_IO_URING (only with io_uring enabled).
 KERNEL_INIT_FLAGS = (
     c.FUSE_ASYNC_READ | c.FUSE_POSIX_LOCKS | c.FUSE_ATOMIC_O_TRUNC | c.FUSE_EXPORT_SUPPORT
     | c.FUSE_BIG_WRITES | c.FUSE_DONT_MASK | c.FUSE_SPLICE_WRITE | c.FUSE_SPLICE_MOVE
@@ -37,9 +43,14 @@ KERNEL_INIT_FLAGS = (
     | c.FUSE_HANDLE_KILLPRIV | c.FUSE_POSIX_ACL | c.FUSE_ABORT_ERROR | c.FUSE_MAX_PAGES
     | c.FUSE_CACHE_SYMLINKS | c.FUSE_NO_OPENDIR_SUPPORT | c.FUSE_EXPLICIT_INVAL_DATA
     | c.FUSE_HANDLE_KILLPRIV_V2 | c.FUSE_SETXATTR_EXT | c.FUSE_INIT_EXT
-    | c.FUSE_CREATE_SUPP_GROUP | c.FUSE_HAS_EXPIRE_ONLY | c.FUSE_DIRECT_IO_ALLOW_MMAP
-    | c.FUSE_NO_EXPORT_SUPPORT | c.FUSE_HAS_RESEND | c.FUSE_ALLOW_IDMAP | c.FUSE_REQUEST_TIMEOUT
+    | c.FUSE_SECURITY_CTX | c.FUSE_CREATE_SUPP_GROUP | c.FUSE_HAS_EXPIRE_ONLY
+    | c.FUSE_DIRECT_IO_ALLOW_MMAP | c.FUSE_PASSTHROUGH | c.FUSE_NO_EXPORT_SUPPORT
+    | c.FUSE_HAS_RESEND | c.FUSE_ALLOW_IDMAP | c.FUSE_REQUEST_TIMEOUT
 )
+assert KERNEL_INIT_FLAGS == 0x73FFFFFB | 0x5FD << 32
+# Requests that carry the security-context extension once FUSE_SECURITY_CTX is agreed
+SECCTX_OPCODES = frozenset({c.FUSE_CREATE, c.FUSE_MKNOD, c.FUSE_MKDIR, c.FUSE_SYMLINK,
+                            c.FUSE_TMPFILE})
 INIT_SOURCE = "linux fs/fuse/inode.c process_init_reply; libfuse lib/fuse_lowlevel.c do_init"
 
 
@@ -103,7 +114,7 @@ class KernelSession:
         offer = self.flags
         if self.minor < 36:
             offer &= 0xFFFFFFFF & ~c.FUSE_INIT_EXT
-        body = FuseInitIn(major=major, minor=self.minor,
+        body: Packet = FuseInitIn(major=major, minor=self.minor,
                           max_readahead=self.max_readahead if max_readahead is None else max_readahead,
                           flags=offer & 0xFFFFFFFF, flags2=offer >> 32)
         if self.minor < 36:  # flags2 and unused[] came with 7.36
@@ -131,12 +142,16 @@ class KernelSession:
                               gid=self.gid if gid is None else gid,
                               pid=self.pid if pid is None else pid, total_extlen=total_extlen)
         body = b"".join(self._encode_part(opcode, i, part) for i, part in enumerate(layers))
+        if not extensions and opcode in SECCTX_OPCODES and self.proto_flags & c.FUSE_SECURITY_CTX:
+            extensions = bytes(FuseSecctxHeader(size=8, nr_secctx=0))  # as the kernel: no context
+        if extensions and not total_extlen:
+            header.total_extlen = len(extensions) // 8
         data = bytes(header) + body + extensions
         if length is None:
             data = struct.pack("<I", len(data)) + data[4:]
         if opcode == c.FUSE_DESTROY:
             self._advance(st.SEND_DESTROY)
-        if opcode not in NO_REPLY and not (opcode == c.FUSE_INTERRUPT and unique & 1):
+        if opcode not in NO_REPLY:
             self.pending[unique] = Pending(opcode, FuseInHeader(data))
         return data
 
@@ -153,10 +168,14 @@ class KernelSession:
         return raw
 
     def interrupt(self, target_unique: int) -> bytes:
-        """FUSE_INTERRUPT of a pending request (its own unique is fresh, as the kernel's)."""
+        """FUSE_INTERRUPT of a pending request: its unique is the target's with bit 0 set.
+
+        The daemon answers it only with a bare EAGAIN (try again later) or ENOSYS.
+        """
         from protocol.layers.structs import FuseInterruptIn
 
-        return self.request(c.FUSE_INTERRUPT, FuseInterruptIn(unique=target_unique), nodeid=0)
+        return self.request(c.FUSE_INTERRUPT, FuseInterruptIn(unique=target_unique), nodeid=0,
+                            unique=target_unique | c.FUSE_INT_REQ_BIT)
 
     def forget_pending(self, unique: int) -> None:
         """Stop waiting for a reply (e.g. after a timeout)."""
@@ -186,8 +205,10 @@ class KernelSession:
         error = int(header.error)
         findings += validate.check_error(error, len(body))
         opcode = pending.opcode
+        if opcode == c.FUSE_INTERRUPT:
+            findings += validate.check_interrupt_reply(error, len(body))
         packet: Packet = header
-        if not error and body or opcode == c.FUSE_INIT:
+        if (not error and body) or opcode == c.FUSE_INIT:
             minor = self.minor if opcode == c.FUSE_INIT else self.proto_minor
             layers = reply_layers_at(opcode, minor, pending.packet)
             size_findings = [] if error else list(

@@ -3,8 +3,8 @@
 Facts from the kernel (fs/fuse) and libfuse (lib/fuse_lowlevel.c): a server
 talking to an older kernel shrinks entry_out/attr_out (minor < 9), statfs
 (minor < 4) and init_out (minor < 5: 8 bytes, < 23: 24 bytes); the kernel
-shrinks write_in (minor < 9), mknod_in (minor < 12) and setxattr_in (without
-FUSE_SETXATTR_EXT).
+shrinks write_in (minor < 9), mknod_in and create_in to 8 bytes (minor < 12) and
+setxattr_in (without FUSE_SETXATTR_EXT).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from protocol.layers.base import fixed_size
 from protocol.layers.messages import REQUEST_LAYERS, Layers, reply_layers
 from protocol.layers.structs import (
     FuseAttrOut,
+    FuseCreateIn,
     FuseEntryOut,
     FuseInitOut,
     FuseMknodIn,
@@ -60,6 +61,8 @@ def request_layers_at(opcode: int, minor: int, flags: int = 0) -> Layers:
             cls = compat.FuseWriteInCompat
         elif cls is FuseMknodIn and minor < 12:
             cls = compat.FuseMknodInCompat
+        elif cls is FuseCreateIn and minor < 12:
+            cls = compat.FuseCreateInCompat
         elif cls is FuseSetxattrIn and not flags & c.FUSE_SETXATTR_EXT:
             cls = compat.FuseSetxattrInCompat
         out.append(cls)

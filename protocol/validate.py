@@ -38,6 +38,18 @@ def check_frame(data: bytes, declared_len: int) -> Iterator[Finding]:
                       message=f"len field says {declared_len} bytes, the message has {len(data)}")
 
 
+def check_interrupt_reply(error: int, body_len: int) -> Iterator[Finding]:
+    """An INTERRUPT is answered, if at all, by a bare EAGAIN or ENOSYS."""
+    if body_len:
+        yield Finding(code="reply.interrupt-body", source=DEV,
+                      message=f"INTERRUPT reply has a {body_len}-byte body; the kernel takes only "
+                              "the header and rejects this with EINVAL")
+    if error not in (-11, -38):
+        yield Finding(code="reply.interrupt-error", source=DEV,
+                      message=f"INTERRUPT answered {error}; only -EAGAIN (resend) and -ENOSYS "
+                              "(no interrupts) mean anything to the kernel, which ignores the rest")
+
+
 def check_error(error: int, body_len: int) -> Iterator[Finding]:
     """Errors are negative errnos the kernel accepts, and carry no body."""
     if error > 0 or error < ERRNO_MIN:
@@ -193,6 +205,13 @@ def check_notify(code: int, body: bytes) -> Iterator[Finding]:
 
 
 __all__ = [
-    "FUSE_OUT_HEADER_SIZE", "check_frame", "check_error", "check_body_size", "check_attr",
-    "check_dirents", "check_semantics", "check_notify", "reply_size_limit",
+    "FUSE_OUT_HEADER_SIZE",
+    "check_attr",
+    "check_body_size",
+    "check_dirents",
+    "check_error",
+    "check_frame",
+    "check_notify",
+    "check_semantics",
+    "reply_size_limit",
 ]

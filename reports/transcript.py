@@ -16,9 +16,9 @@ from scapy.utils import PcapWriter, rdpcap
 
 from protocol import constants as c
 from protocol.layers.header import FUSE_OUT_HEADER_SIZE, FuseInHeader, FuseOutHeader
+from protocol.layers.messages import NOTIFY_LAYERS
 from protocol.session import decode_body
 from protocol.sizes import reply_layers_at
-from protocol.layers.messages import NOTIFY_LAYERS
 from targets.channel import Record
 
 LINKTYPE_USER0 = 147

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from scapy.packet import Packet
 
@@ -56,14 +56,14 @@ class KernelConnection:
         return self.wait(self.session._last_unique, data)
 
     def call(
-        self, opcode: int, *layers: Packet, timeout: float | None = None, **header: int
+        self, opcode: int, *layers: Packet, timeout: float | None = None, **header: Any
     ) -> Reply:
         """Send one request and return its reply."""
         data = self.session.request(opcode, *layers, **header)
         unique = int.from_bytes(data[8:16], "little")
         return self.wait(unique, data, timeout=timeout)
 
-    def send(self, opcode: int, *layers: Packet, **header: int) -> int:
+    def send(self, opcode: int, *layers: Packet, **header: Any) -> int:
         """Send a request without waiting; returns its unique."""
         data = self.session.request(opcode, *layers, **header)
         self.channel.send(data, timeout=self.timeout)

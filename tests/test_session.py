@@ -8,7 +8,7 @@ from scapy.packet import Raw
 from protocol import constants as c
 from protocol import state as st
 from protocol.errors import ProtocolError, RemoteProtocolError
-from protocol.events import Notify
+from protocol.events import Notify, Reply
 from protocol.layers import (
     FuseAttr,
     FuseAttrOut,
@@ -60,7 +60,8 @@ def test_clean_reply_has_no_findings() -> None:
     reply = FuseOutHeader(unique=session._last_unique) / FuseEntryOut(
         nodeid=5, attr=FuseAttr(ino=5, mode=0o100644))
     event = session.receive(bytes(reply))
-    assert not event.findings and event.body.nodeid == 5
+    assert isinstance(event, Reply) and not event.findings
+    assert event.body is not None and event.body.nodeid == 5
 
 
 @pytest.mark.parametrize(
@@ -164,3 +165,42 @@ def test_forget_is_not_pending() -> None:
     session = started()
     session.request(c.FUSE_FORGET, nodeid=5)
     assert not session.pending
+
+
+def test_interrupt_uses_the_targets_unique_with_bit_0() -> None:
+    session = started()
+    session.request(c.FUSE_GETATTR, FuseGetattrIn())
+    target = session._last_unique
+    data = session.interrupt(target)
+    assert FuseInHeader(data).unique == target | 1
+    assert "reply.interrupt-body" in codes(
+        session.receive(bytes(FuseOutHeader(unique=target | 1, error=-11) / Raw(b"12345678"))))
+
+
+def test_interrupt_reply_other_than_eagain_or_enosys() -> None:
+    session = started()
+    session.request(c.FUSE_GETATTR, FuseGetattrIn())
+    target = session._last_unique
+    session.interrupt(target)
+    assert "reply.interrupt-error" in codes(
+        session.receive(bytes(FuseOutHeader(unique=target | 1, error=-5))))
+
+
+def test_security_context_extension_is_appended_when_agreed() -> None:
+    session = KernelSession()
+    session.init()
+    session.receive(bytes(FuseOutHeader(unique=session._last_unique) / FuseInitOut(
+        major=7, minor=45, flags=c.FUSE_INIT_EXT, flags2=c.FUSE_SECURITY_CTX >> 32, max_write=4096)))
+    from protocol.layers import FuseMkdirIn
+
+    data = session.request(c.FUSE_MKDIR, FuseMkdirIn(mode=0o755), FuseName(name=b"d"))
+    header = FuseInHeader(data)
+    assert header.total_extlen == 1 and header.len == len(data) == 40 + 8 + 2 + 8
+
+
+def test_kernel_offer_matches_linux_6_18() -> None:
+    session = KernelSession()
+    init = FuseInHeader(session.init())
+    from protocol.layers import FuseInitIn
+
+    assert init[FuseInitIn].flags == 0x73FFFFFB and init[FuseInitIn].flags2 == 0x5FD

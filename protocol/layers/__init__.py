@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from scapy.packet import Packet
 
-from protocol.layers import compat, header, messages, notify, structs, uring, variable
+from protocol.layers import compat, header, notify, structs, uring, variable
 from protocol.layers.base import FuseStruct, fixed_size, flat_names, struct_format
 from protocol.layers.compat import *  # noqa: F403
 from protocol.layers.header import *  # noqa: F403
@@ -46,8 +46,7 @@ _LAYER_NAMES = sorted(
 LAYER_CLASSES: list[type[Packet]] = [globals()[name] for name in _LAYER_NAMES]
 """Every layer class (structs, variable parts, compat variants)."""
 
-__all__ = _LAYER_NAMES + [
-    "STRUCTS", "LAYER_CLASSES", "REQUEST_LAYERS", "REPLY_LAYERS", "NOTIFY_LAYERS",
-    "NO_REPLY", "VARIABLE_REPLY", "reply_layers", "fixed_size", "flat_names",
-    "struct_format", "compat",
+__all__ = [
+    *_LAYER_NAMES, "STRUCTS", "LAYER_CLASSES", "REQUEST_LAYERS", "REPLY_LAYERS", "NOTIFY_LAYERS",
+    "NO_REPLY", "VARIABLE_REPLY", "reply_layers", "fixed_size", "flat_names", "struct_format", "compat",
 ]

@@ -23,7 +23,6 @@ from scapy.fields import (
 )
 from scapy.packet import Packet
 
-
 _VARIABLE = (FieldListField, PacketLenField, PacketField, PacketListField, StrField, _FieldContainer)
 
 
@@ -103,7 +102,8 @@ class ArrayField(FieldListField):
     __slots__ = ["count"]
 
     def __init__(self, name: str, element: Field[Any, Any], count: int) -> None:
-        super().__init__(name, [0] * count, element, count_from=lambda _p: count)
+        super().__init__(name, [0] * count, element,  # type: ignore[list-item]
+                         count_from=lambda _p: count)
         self.count = count
 
 
@@ -130,7 +130,7 @@ def nested(name: str, cls: type[FuseStruct]) -> Field[Any, Any]:
 
 def may_end(field: Field[Any, Any]) -> Field[Any, Any]:
     """Dissection may stop after ``field``: older minors send the struct only this far."""
-    return MayEnd(field)  # type: ignore[no-any-return]
+    return MayEnd(field)  # type: ignore[return-value]
 
 
 def unwrap(field: Any) -> Any:
@@ -166,18 +166,18 @@ def flat_names(cls: type[Packet], prefix: str = "") -> list[str]:
     return names
 
 
-def field_size(f: Field[Any, Any]) -> int:
+def field_size(f: Any) -> int:
     """Bytes one fixed-size field takes on the wire."""
     return struct.calcsize("<" + _field_format(unwrap(f)))
 
 
-def _field_format(f: Field[Any, Any]) -> str:
+def _field_format(f: Any) -> str:
     if isinstance(f, NestedField):
         return struct_format(f.cls)[1:]  # type: ignore[arg-type]
     if isinstance(f, ArrayField):
         return _field_format(f.field) * f.count
     if isinstance(f, StrFixedLenField):
-        return f"{f.length_from(None)}s"
+        return f"{f.length_from(None)}s"  # type: ignore[arg-type]
     if isinstance(f, _VARIABLE):
         raise TypeError(f"field {f.name!r} has no fixed size")
     fmt = getattr(f, "fmt", None)

@@ -15,6 +15,7 @@ from protocol.layers.base import FuseStruct, field_size, fixed_size, nested, unw
 from protocol.layers.structs import (
     FuseAttr,
     FuseAttrOut,
+    FuseCreateIn,
     FuseEntryOut,
     FuseInitOut,
     FuseKstatfs,
@@ -58,4 +59,5 @@ FuseInitOutCompat = truncated(FuseInitOut, c.FUSE_COMPAT_INIT_OUT_SIZE)
 FuseInitOut22 = truncated(FuseInitOut, c.FUSE_COMPAT_22_INIT_OUT_SIZE)
 FuseWriteInCompat = truncated(FuseWriteIn, c.FUSE_COMPAT_WRITE_IN_SIZE)
 FuseMknodInCompat = truncated(FuseMknodIn, c.FUSE_COMPAT_MKNOD_IN_SIZE)
+FuseCreateInCompat = truncated(FuseCreateIn, 8)  # fuse_open_in's size, before 7.12
 FuseSetxattrInCompat = truncated(FuseSetxattrIn, c.FUSE_COMPAT_SETXATTR_IN_SIZE)

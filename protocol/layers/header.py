@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+
 from scapy.fields import FieldLenField, FieldListField, LEIntEnumField, LEIntField, LELongField
 from scapy.packet import Packet, Padding
 

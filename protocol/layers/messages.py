@@ -7,6 +7,8 @@ reply has no body; ``Raw``: bytes).  Opcodes in ``NO_REPLY`` get no reply.
 
 from __future__ import annotations
 
+import itertools
+
 from scapy.packet import Packet, Raw, bind_bottom_up, bind_layers, bind_top_down
 
 from protocol import constants as c
@@ -222,7 +224,7 @@ def _bind() -> None:
         if layers:
             users.setdefault(layers[0], []).append(opcode)
             bind_bottom_up(FuseInHeader, layers[0], opcode=opcode)
-        for lower, upper in zip(layers, layers[1:]):
+        for lower, upper in itertools.pairwise(layers):
             if upper is not Raw and lower is not FuseName:
                 bind_layers(lower, upper)
     for cls, opcodes in users.items():

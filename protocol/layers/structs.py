@@ -156,7 +156,7 @@ class FuseOpenIn(FuseStruct):
 
 class FuseCreateIn(FuseStruct):
     c_name = "fuse_create_in"
-    fields_desc = [u32("flags"), u32("mode"), u32("umask"), u32("open_flags")]
+    fields_desc = [u32("flags"), may_end(u32("mode")), u32("umask"), u32("open_flags")]  # 8 before 7.12
 
 
 class FuseOpenOut(FuseStruct):

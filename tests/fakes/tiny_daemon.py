@@ -93,12 +93,14 @@ class TinyDaemon:
         return self.error(unique, errno.EINVAL if self.bug == "no-enosys" else errno.ENOSYS)
 
     def init(self, request: Packet, unique: int) -> bytes:
-        offer = request[FuseInitIn] if FuseInitIn in request else None
-        major = int(offer.major) if offer else 0
+        if FuseInitIn not in request:
+            return self.error(unique, errno.EPROTO)
+        offer = request[FuseInitIn]
+        major = int(offer.major)
         if major < 7:
             return self.error(unique, errno.EPROTO)
         if major > 7:
-            return self.ok(unique, FuseInitOut(major=7, minor=45)[:1])
+            return self.ok(unique, FuseInitOut(major=7, minor=45))
         if self.minor:
             return self.error(unique, errno.EIO)
         kernel_minor = int(offer.minor)
@@ -117,7 +119,8 @@ class TinyDaemon:
 
     @staticmethod
     def ok(unique: int, body: Packet | None = None) -> bytes:
-        return bytes(FuseOutHeader(unique=unique) / body if body is not None else FuseOutHeader(unique=unique))
+        header = FuseOutHeader(unique=unique)
+        return bytes(header / body if body is not None else header)
 
     @staticmethod
     def error(unique: int, code: int) -> bytes:

@@ -1,0 +1,1 @@
+"""Fuzzing: hypothesis strategies for FUSE messages, fuzz machines, campaigns, replay."""

@@ -1,0 +1,289 @@
+"""How fast the layer talks to a real daemon: ``python -m protocol.bench [--seconds S]``.
+
+After INIT, GETATTR of the root is sent and answered in a tight loop (send,
+receive, decode the header, check ``unique``/``error``/``len``) over one
+SEQPACKET socketpair to one libfuse daemon, three ways in turn:
+
+(a) the fast path: ``codec`` structs packed into a preallocated buffer;
+(b) full scapy: ``FuseInHeader()/FuseGetattrIn()`` built, the reply dissected;
+(c) a C client compiled now against the system ``linux/fuse.h``, handed the socket.
+
+The goal is (a)/(c) >= 0.9.  This is the one module of ``protocol/`` that does
+I/O; it reaches the daemon through ``targets`` (imported when run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from protocol import constants as c
+from protocol.codec import codec
+from protocol.layers.header import FuseInHeader, FuseOutHeader
+from protocol.layers.structs import FuseAttrOut, FuseGetattrIn, FuseInitIn, FuseInitOut
+
+GOAL = 0.9
+BATCH = 256  # round trips between two looks at the clock
+RECV_SIZE = 1 << 17
+
+C_CLIENT = r"""
+#include <linux/fuse.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 7) { fprintf(stderr, "usage: FD SECONDS UNIQUE UID GID PID\n"); return 2; }
+    int fd = atoi(argv[1]);
+    long long budget = (long long)(atof(argv[2]) * 1e9);
+    unsigned long long unique = strtoull(argv[3], NULL, 0);
+    struct { struct fuse_in_header h; struct fuse_getattr_in g; } req;
+    static char reply[1 << 17];
+    memset(&req, 0, sizeof req);
+    req.h.len = sizeof req;
+    req.h.opcode = FUSE_GETATTR;
+    req.h.nodeid = FUSE_ROOT_ID;
+    req.h.uid = atoi(argv[4]);
+    req.h.gid = atoi(argv[5]);
+    req.h.pid = atoi(argv[6]);
+    long long start = now_ns(), elapsed;
+    unsigned long long count = 0;
+    for (;;) {
+        for (int i = 0; i < %(batch)d; i++) {
+            unique += 2;
+            req.h.unique = unique;
+            if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) { perror("send"); return 1; }
+            ssize_t n = recv(fd, reply, sizeof reply, 0);
+            const struct fuse_out_header *out = (const void *)reply;
+            if (n < (ssize_t)sizeof *out || out->unique != unique || out->error || out->len != n) {
+                fprintf(stderr, "bad reply: %%zd bytes\n", n);
+                return 1;
+            }
+        }
+        count += %(batch)d;
+        elapsed = now_ns() - start;
+        if (elapsed >= budget) break;
+    }
+    printf("%%llu %%lld %%llu\n", count, elapsed, unique);
+    return 0;
+}
+"""
+
+
+class Loop:
+    """One way of doing the round trip; ``run`` returns (requests, seconds)."""
+
+    def __init__(self, sock: socket.socket, unique: int) -> None:
+        self.sock = sock
+        self.unique = unique
+        self.ids = (os.getuid(), os.getgid(), os.getpid())
+
+    def fast(self, seconds: float) -> tuple[int, float]:
+        """(a) the codec: pack into a preallocated buffer, ``recv_into``, unpack the header."""
+        hdr = codec(FuseInHeader).struct
+        body = codec(FuseGetattrIn)
+        size = hdr.size + body.size
+        buf = bytearray(size)
+        body.pack_into(buf, hdr.size)
+        reply = bytearray(RECV_SIZE)
+        pack_into, unpack_from = hdr.pack_into, codec(FuseOutHeader).struct.unpack_from
+        send, recv_into = self.sock.send, self.sock.recv_into
+        uid, gid, pid = self.ids
+        unique, count, clock = self.unique, 0, time.perf_counter
+        start = clock()
+        deadline = start + seconds
+        while True:
+            for _ in range(BATCH):
+                unique += 2
+                pack_into(buf, 0, size, c.FUSE_GETATTR, unique, c.FUSE_ROOT_ID, uid, gid, pid, 0, 0)
+                send(buf)
+                n = recv_into(reply)
+                length, error, got = unpack_from(reply)
+                if got != unique or error or length != n:
+                    raise RuntimeError(f"bad reply: unique {got}, error {error}, {n} bytes")
+            count += BATCH
+            now = clock()
+            if now >= deadline:
+                break
+        self.unique = unique
+        return count, now - start
+
+    def scapy(self, seconds: float) -> tuple[int, float]:
+        """(b) scapy objects both ways: build the request, dissect header and attr_out."""
+        send, recv = self.sock.send, self.sock.recv
+        uid, gid, pid = self.ids
+        unique, count, clock = self.unique, 0, time.perf_counter
+        start = clock()
+        deadline = start + seconds
+        while True:
+            for _ in range(BATCH):
+                unique += 2
+                request = FuseInHeader(
+                    opcode=c.FUSE_GETATTR, unique=unique, nodeid=c.FUSE_ROOT_ID,
+                    uid=uid, gid=gid, pid=pid,
+                ) / FuseGetattrIn()
+                send(bytes(request))
+                data = recv(RECV_SIZE)
+                head = FuseOutHeader(data[:16])
+                FuseAttrOut(data[16:])
+                if head.unique != unique or head.error or head.len != len(data):
+                    raise RuntimeError(f"bad reply: {head.summary()}")
+            count += BATCH
+            now = clock()
+            if now >= deadline:
+                break
+        self.unique = unique
+        return count, now - start
+
+    def c_client(self, binary: Path, seconds: float) -> tuple[int, float]:
+        """(c) the C client, given our end of the socket as an inherited fd."""
+        fd = self.sock.fileno()
+        argv = [str(binary), str(fd), str(seconds), str(self.unique), *map(str, self.ids)]
+        out = subprocess.run(
+            argv, pass_fds=(fd,), capture_output=True, text=True, timeout=seconds + 30, check=False
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"C client failed ({out.returncode}): {out.stderr.strip()}")
+        count, elapsed_ns, unique = (int(word) for word in out.stdout.split())
+        self.unique = unique
+        return count, elapsed_ns / 1e9
+
+
+def build_client(workdir: Path) -> Path:
+    """Compile the C client; ``RuntimeError`` if gcc is missing or fails."""
+    if shutil.which("gcc") is None:
+        raise RuntimeError("gcc not found (apt-get install gcc)")
+    source, binary = workdir / "bench_client.c", workdir / "bench_client"
+    source.write_text(C_CLIENT % {"batch": BATCH})
+    cmd = ["gcc", "-O2", "-o", str(binary), str(source)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"compiling the C client failed:\n{result.stderr}")
+    return binary
+
+
+def init(sock: socket.socket) -> tuple[int, int]:
+    """Send INIT (unique 2) and return the daemon's (major, minor)."""
+    flags = c.FUSE_INIT_EXT | c.FUSE_ASYNC_READ | c.FUSE_BIG_WRITES | c.FUSE_MAX_PAGES
+    request = FuseInHeader(unique=2) / FuseInitIn(
+        major=c.FUSE_KERNEL_VERSION, minor=c.FUSE_KERNEL_MINOR_VERSION,
+        max_readahead=1 << 17, flags=flags & 0xFFFFFFFF,
+    )
+    sock.settimeout(10)
+    sock.send(bytes(request))
+    data = sock.recv(RECV_SIZE)
+    sock.settimeout(None)
+    head = FuseOutHeader(data[:16])
+    if head.unique != 2 or head.error:
+        raise RuntimeError(f"INIT failed: {head.summary()}")
+    body = FuseInitOut(data[16:].ljust(64, b"\0"))
+    return body.major, body.minor
+
+
+def encode_decode_cost(rounds: int = 20000) -> tuple[float, float]:
+    """Seconds of CPU per request for (a) and (b) without any I/O."""
+    reply = bytes(FuseOutHeader(unique=4) / FuseAttrOut())
+    hdr, out = codec(FuseInHeader).struct, codec(FuseOutHeader).struct
+    buf = bytearray(hdr.size + codec(FuseGetattrIn).size)
+    start = time.perf_counter()
+    for unique in range(rounds):
+        hdr.pack_into(buf, 0, len(buf), c.FUSE_GETATTR, unique, 1, 0, 0, 0, 0, 0)
+        out.unpack_from(reply)
+    fast = (time.perf_counter() - start) / rounds
+    start = time.perf_counter()
+    for unique in range(rounds // 20):
+        bytes(FuseInHeader(opcode=c.FUSE_GETATTR, unique=unique, nodeid=1) / FuseGetattrIn())
+        FuseOutHeader(reply[:16]), FuseAttrOut(reply[16:])
+    slow = (time.perf_counter() - start) / (rounds // 20)
+    return fast, slow
+
+
+def _pin(enabled: bool) -> set[int] | None:
+    """Run on one CPU (the daemon and the C client inherit it); the old set, to restore."""
+    if not enabled or not hasattr(os, "sched_setaffinity"):
+        return None
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {max(old)})
+    return old
+
+
+def measure(target: str, seconds: float, rounds: int) -> dict[str, float]:
+    """Median req/s of each way over ``rounds`` interleaved rounds; prints as it goes."""
+    from targets.exec import ExecTarget
+
+    with tempfile.TemporaryDirectory(prefix="fusecheck-bench-") as tmp, ExecTarget(target) as t:
+        binary = build_client(Path(tmp))
+        sock = t.channel.sock
+        major, minor = init(sock)
+        pid = t.daemon.pid if t.daemon else "?"
+        print(f"{target} (pid {pid}) answered INIT with {major}.{minor}; GETATTR of the root, "
+              f"{rounds} rounds of {seconds:g} s per way")
+        loop = Loop(sock, unique=2)
+        loop.fast(min(0.3, seconds))  # warm up the daemon and the caches
+        ways: dict[str, Callable[[], tuple[int, float]]] = {
+            "(a) fast path (codec)": lambda: loop.fast(seconds),
+            "(b) scapy objects": lambda: loop.scapy(seconds),
+            "(c) C client": lambda: loop.c_client(binary, seconds),
+        }
+        rates: dict[str, list[float]] = {label: [] for label in ways}
+        for _ in range(rounds):
+            for label, run in ways.items():
+                count, elapsed = run()
+                rates[label].append(count / elapsed)
+    for label, seen in rates.items():
+        rate = statistics.median(seen)
+        spread = ", ".join(f"{r:,.0f}" for r in seen)
+        print(f"  {label:22} {rate:>9,.0f} req/s {1e6 / rate:7.2f} us/req   (rounds: {spread})")
+    return {label[:3]: statistics.median(seen) for label, seen in rates.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m protocol.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=1.0, help="per way and round (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--target", default="hello_ll", help="daemon to ask (default hello_ll)")
+    parser.add_argument("--no-pin", action="store_true", help="do not run everything on one CPU")
+    args = parser.parse_args(argv)
+
+    from targets.errors import TargetError
+
+    old_cpus = _pin(not args.no_pin)
+    try:
+        if old_cpus is not None:
+            print(f"pinned to CPU {max(old_cpus)}: this process, the daemon and the C client")
+        rates = measure(args.target, args.seconds, args.rounds)
+    except (TargetError, RuntimeError) as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if old_cpus is not None:
+            os.sched_setaffinity(0, old_cpus)
+    fast_cpu, scapy_cpu = encode_decode_cost()
+    ratio_a, ratio_b = rates["(a)"] / rates["(c)"], rates["(b)"] / rates["(c)"]
+    print(f"  (a)/(c) = {ratio_a:.2f}   (b)/(c) = {ratio_b:.3f}")
+    print(f"  encode+decode alone, no I/O: fast path {fast_cpu * 1e6:.2f} us/req, "
+          f"scapy {scapy_cpu * 1e6:.0f} us/req")
+    verdict = "met" if ratio_a >= GOAL else "not met"
+    print(f"  goal: fast path >= {GOAL} x C client: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

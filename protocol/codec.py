@@ -1,0 +1,90 @@
+"""The fast path: a precompiled ``struct.Struct`` for each fixed-size layer class.
+
+The format and the field names come from the scapy class (``struct_format``,
+``flat_names``), so the class stays the one definition.  Fields are named flat:
+``attr.ino`` for a nested member, ``unused[3]`` for an array element, e.g.
+``codec(FuseInHeader).pack(len=40, opcode=FUSE_GETATTR, unique=2, nodeid=1)``.
+In a hot loop use the precompiled ``codec(cls).struct`` with positional values.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import cache
+from typing import Any
+
+from scapy.packet import Packet
+
+from protocol.layers.base import flat_names, struct_format
+
+Readable = bytes | bytearray | memoryview
+Writable = bytearray | memoryview
+
+
+class Codec:
+    """Packs and unpacks one fixed-size class; ``size`` is its ``sizeof``."""
+
+    __slots__ = ("_defaults", "_index", "cls", "names", "size", "struct")
+
+    def __init__(self, cls: type[Packet]) -> None:
+        self.cls = cls
+        self.struct = struct.Struct(struct_format(cls))
+        self.size = self.struct.size
+        self.names: tuple[str, ...] = tuple(flat_names(cls))
+        self._index = {name: i for i, name in enumerate(self.names)}
+        formats = _format_chars(self.struct.format)
+        self._defaults: tuple[Any, ...] = tuple(b"" if f.endswith("s") else 0 for f in formats)
+        if len(self._defaults) != len(self.names):
+            raise TypeError(f"{cls.__name__}: {len(formats)} formats for {len(self.names)} names")
+
+    def values(self, **fields: Any) -> list[Any]:
+        """Values in wire order; missing fields are 0 (or empty bytes)."""
+        values = list(self._defaults)
+        index = self._index
+        for name, value in fields.items():
+            try:
+                values[index[name]] = value
+            except KeyError:
+                raise TypeError(f"{self.cls.__name__} has no field {name!r}") from None
+        return values
+
+    def pack(self, **fields: Any) -> bytes:
+        """The struct's bytes; missing fields are 0."""
+        return self.struct.pack(*self.values(**fields))
+
+    def pack_into(self, buffer: Writable, offset: int = 0, /, **fields: Any) -> None:
+        """Write the struct into ``buffer`` at ``offset``; missing fields are 0."""
+        self.struct.pack_into(buffer, offset, *self.values(**fields))
+
+    def unpack(self, data: Readable, offset: int = 0) -> tuple[Any, ...]:
+        """Field values in ``names`` order, read from ``data`` at ``offset`` (may be longer)."""
+        return self.struct.unpack_from(data, offset)
+
+    def unpack_dict(self, data: Readable, offset: int = 0) -> dict[str, Any]:
+        """``{flat name: value}`` read from ``data`` at ``offset``."""
+        return dict(zip(self.names, self.struct.unpack_from(data, offset), strict=True))
+
+    def __repr__(self) -> str:
+        return f"<Codec {self.cls.__name__} {self.struct.format!r} size={self.size}>"
+
+
+def _format_chars(fmt: str) -> list[str]:
+    """``"<IQ4s2H"`` -> ``["I", "Q", "4s", "H", "H"]``: one entry per value."""
+    out: list[str] = []
+    count = ""
+    for ch in fmt.lstrip("<>!=@"):
+        if ch.isdigit():
+            count += ch
+        elif ch == "s":
+            out.append(f"{count or 1}s")
+            count = ""
+        else:
+            out += [ch] * int(count or 1)
+            count = ""
+    return out
+
+
+@cache
+def codec(cls: type[Packet]) -> Codec:
+    """The cached codec of a fixed-size class; ``TypeError`` for variable parts."""
+    return Codec(cls)
