@@ -6,7 +6,7 @@ INIT): a bad target ends the run with one line saying what to fix.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -65,13 +65,19 @@ def target_spec(request: pytest.FixtureRequest) -> TargetSpec:
 @pytest.fixture
 def target(request: pytest.FixtureRequest, target_spec: TargetSpec) -> Iterator[ExecTarget]:
     """A fresh daemon for this test; its exchange is attached to the report on failure."""
-    opened = ExecTarget(target_spec)
-    with opened:
+    with ExecTarget(target_spec) as opened:
         yield opened
-    item = request.node
-    if any(getattr(getattr(item, f"rep_{w}", None), "failed", False) for w in ("setup", "call")):
-        minor = getattr(item, "_fusecheck_minor", 45)
-        attach_exchange(opened.transcript, minor=minor)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On a failed test, attach the exchange with its target to the test's allure result."""
+    report = yield
+    target = getattr(item, "funcargs", {}).get("target")
+    if report.when == "call" and report.failed and isinstance(target, ExecTarget):
+        attach_exchange(target.transcript, minor=getattr(item, "_fusecheck_minor", 45))
+    return report
 
 
 @pytest.fixture

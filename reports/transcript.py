@@ -12,7 +12,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from scapy.packet import Packet
-from scapy.utils import PcapWriter, rdpcap
+from scapy.utils import PcapWriter, RawPcapReader
 
 from protocol import constants as c
 from protocol.layers.header import FUSE_OUT_HEADER_SIZE, FuseInHeader, FuseOutHeader
@@ -61,6 +61,7 @@ def dump(records: Iterable[Record], minor: int = c.FUSE_KERNEL_MINOR_VERSION) ->
 def write_pcap(records: Iterable[Record], path: Path) -> Path:
     """Write the transcript as a pcap (USER0, one direction byte before each message)."""
     with PcapWriter(str(path), linktype=LINKTYPE_USER0, sync=True) as writer:
+        writer.write_header(None)
         for record in records:
             direction = TO_TARGET if record.direction == "to_target" else FROM_TARGET
             writer.write_packet(bytes([direction]) + record.data, sec=int(record.time),
@@ -70,5 +71,6 @@ def write_pcap(records: Iterable[Record], path: Path) -> Path:
 
 def read_pcap(path: Path) -> list[tuple[str, bytes]]:
     """The (direction, message) pairs of a pcap written by ``write_pcap``."""
-    return [("to_target" if bytes(p)[0] == TO_TARGET else "from_target", bytes(p)[1:])
-            for p in rdpcap(str(path))]
+    with RawPcapReader(str(path)) as reader:
+        return [("to_target" if data[0] == TO_TARGET else "from_target", bytes(data[1:]))
+                for data, _meta in reader]

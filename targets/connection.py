@@ -25,6 +25,10 @@ class Channel(Protocol):
     def recv(self, timeout: float) -> bytes: ...
 
 
+class UnexpectedReply(AssertionError):
+    """A reply arrived that no request is waiting for: the daemon broke the pairing."""
+
+
 class KernelConnection:
     """Send requests as the kernel would and wait for their replies, with deadlines.
 
@@ -84,6 +88,11 @@ class KernelConnection:
             event = self.next_event(
                 max(0.0, deadline - time.monotonic()), waiting_for=unique
             )
+            if isinstance(event, Reply) and event.opcode == 0:  # answers no pending request
+                self.session.forget_pending(unique)
+                raise UnexpectedReply(
+                    f"waiting for the reply to unique {unique}, got one to unique {event.unique}: "
+                    + "; ".join(str(f) for f in event.findings))
             if isinstance(event, Reply) and event.unique != unique:
                 self._early[event.unique] = event
             elif isinstance(event, Reply):

@@ -1,0 +1,57 @@
+"""Transcripts (dump and pcap) and the allure results of a conformance run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from scapy.packet import Raw
+
+from protocol import constants as c
+from protocol.layers import FuseEntryOut, FuseGetattrIn, FuseName, FuseOutHeader
+from protocol.session import KernelSession
+from reports.transcript import dissect, dump, read_pcap, write_pcap
+from targets.channel import Transcript
+from tests.test_conformance_daemons import run_conformance
+
+DAEMON = Path(__file__).resolve().parent / "fakes" / "tiny_daemon.py"
+
+
+def exchange() -> Transcript:
+    session = KernelSession()
+    transcript = Transcript()
+    transcript.append("to_target", session.request(c.FUSE_LOOKUP, FuseName(name=b"hello")))
+    transcript.append("from_target", bytes(FuseOutHeader(unique=2) / FuseEntryOut(nodeid=7)))
+    transcript.append("to_target", session.request(c.FUSE_GETATTR, FuseGetattrIn()))
+    transcript.append("from_target", bytes(FuseOutHeader(unique=4, error=-2) / Raw(b"")))
+    return transcript
+
+
+def test_dump_decodes_replies_by_their_request() -> None:
+    packets = dissect(exchange())
+    assert [arrow for arrow, _ in packets] == ["->", "<-", "->", "<-"]
+    assert isinstance(packets[1][1].payload, FuseEntryOut) and packets[1][1].payload.nodeid == 7
+    text = dump(exchange())
+    assert "FUSE_LOOKUP" in text and "FuseEntryOut" in text and "hello" in text
+
+
+def test_pcap_round_trip(tmp_path: Path) -> None:
+    records = list(exchange())
+    path = write_pcap(records, tmp_path / "x.pcap")
+    assert read_pcap(path) == [(r.direction, r.data) for r in records]
+
+
+def test_allure_labels_and_exchange_on_failure(tmp_path: Path) -> None:
+    results = tmp_path / "allure"
+    spec = f"exec:{sys.executable} {DAEMON} --bug wrong-unique {{fd}}"
+    run = run_conformance(spec, f"--alluredir={results}", "-k", "test_reply_echoes_unique")
+    assert run.returncode == 1, run.stdout[-2000:]
+    [result] = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
+    labels = {(label["name"], label["value"]) for label in result["labels"]}
+    assert {("epic", "protocol"), ("feature", "PROTO"), ("story", "FUSE-PROTO-001")} <= labels
+    assert result["status"] == "failed"
+    attachments = {a["name"]: a for a in result.get("attachments", [])}
+    assert {"exchange.txt", "exchange.pcap"} <= set(attachments), attachments
+    text = (results / attachments["exchange.txt"]["source"]).read_text()
+    assert "FUSE_INIT" in text and "FUSE_GETATTR" in text
