@@ -89,6 +89,7 @@ class KernelSession:
     pending: dict[int, Pending] = field(default_factory=dict)
     _last_unique: int = 0
     _init_unique: int | None = None
+    _offered_major: int = c.FUSE_KERNEL_VERSION
 
     # -- requests ---------------------------------------------------------
     def next_unique(self) -> int:
@@ -121,6 +122,7 @@ class KernelSession:
             body = Raw(bytes(body)[:16])
         data = self.request(c.FUSE_INIT, body, nodeid=0)
         self._init_unique = self._last_unique
+        self._offered_major = major
         self._advance(st.SEND_INIT)
         return data
 
@@ -246,6 +248,11 @@ class KernelSession:
             self._advance(st.INIT_REFUSED)
             return reply
         major, server_minor = int(body.major), int(body.minor)
+        if self._offered_major != c.FUSE_KERNEL_VERSION:
+            # we offered another major: the server's version is the answer, and a
+            # kernel then sends a new INIT with that major (libfuse do_init)
+            self._advance(st.INIT_REFUSED)
+            return reply
         if major != c.FUSE_KERNEL_VERSION:
             findings.append(Finding(
                 code="init.major", source=INIT_SOURCE, unique=reply.unique,

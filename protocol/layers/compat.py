@@ -46,7 +46,9 @@ def truncated(cls: type[FuseStruct], size: int) -> type[FuseStruct]:
         fields.append(f)
         used += width
     name = f"{cls.__name__}Compat{size}"
-    variant = type(name, (cls,), {"fields_desc": fields, "__doc__": f"{cls.c_name}, first {size} bytes."})
+    namespace = {"fields_desc": fields, "__doc__": f"{cls.c_name}, first {size} bytes.",
+                 "match_subclass": True}  # ``FuseWriteIn in pkt`` finds the variant too
+    variant = type(name, (cls,), namespace)
     return variant  # type: ignore[return-value]
 
 

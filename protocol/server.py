@@ -1,0 +1,205 @@
+"""The FUSE session in the daemon's role: sans-IO, bytes in and out.
+
+``DaemonSession`` decodes the kernel's requests (judging them with named
+findings), answers INIT as a server does (its own major and minor, the flags
+both sides share, the reply size the kernel's minor expects) and encodes every
+later reply at the negotiated minor, compat sizes included.  The reference
+server is built on it; tests pair it with a ``KernelSession`` in memory.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from scapy.packet import Packet, Padding, Raw
+
+from protocol import constants as c
+from protocol import state as st
+from protocol.events import Request
+from protocol.findings import Finding
+from protocol.layers.base import fixed_size
+from protocol.layers.header import FUSE_IN_HEADER_SIZE, FuseInHeader, FuseOutHeader
+from protocol.layers.messages import NO_REPLY, REQUEST_LAYERS
+from protocol.layers.structs import FuseInitIn, FuseInitOut
+from protocol.session import Negotiated
+from protocol.sizes import init_out_class, reply_layers_at, request_layers_at
+
+KERNEL = "linux fs/fuse/dev.c fuse_dev_do_read and the fuse_* request builders"
+_NAMES = {c.FUSE_LOOKUP: 1, c.FUSE_UNLINK: 1, c.FUSE_RMDIR: 1, c.FUSE_REMOVEXATTR: 1,
+          c.FUSE_SYMLINK: 2, c.FUSE_MKNOD: 1, c.FUSE_MKDIR: 1, c.FUSE_RENAME: 2,
+          c.FUSE_RENAME2: 2, c.FUSE_LINK: 1, c.FUSE_CREATE: 1, c.FUSE_TMPFILE: 1,
+          c.FUSE_SETXATTR: 1, c.FUSE_GETXATTR: 1}
+
+
+@dataclass
+class DaemonSession:
+    """Plays the daemon: ``receive`` a request, ``reply`` to it."""
+
+    minor: int = c.FUSE_KERNEL_MINOR_VERSION
+    want: int = 0  # INIT flags this daemon would like; it gets those the kernel offers
+    max_write: int = 128 * 1024
+    max_readahead: int = 128 * 1024
+    max_pages: int = 32
+    time_gran: int = 1
+    state: str = st.AWAIT_INIT
+    kernel_minor: int = 0
+    negotiated: Negotiated | None = None
+    pending: dict[int, int] = field(default_factory=dict)  # unique -> opcode
+
+    @property
+    def proto_minor(self) -> int:
+        return self.negotiated.minor if self.negotiated else self.minor
+
+    @property
+    def proto_flags(self) -> int:
+        return self.negotiated.flags if self.negotiated else 0
+
+    def receive(self, data: bytes) -> Request:
+        """Decode one request and say what is wrong with it."""
+        findings: list[Finding] = []
+        if len(data) < FUSE_IN_HEADER_SIZE:
+            header = FuseInHeader(data.ljust(FUSE_IN_HEADER_SIZE, b"\0"))
+            findings.append(_finding("request.short", f"{len(data)} bytes, less than fuse_in_header"))
+            return Request(unique=int(header.unique), opcode=int(header.opcode), nodeid=0,
+                           packet=header, raw=data, findings=tuple(findings))
+        packet = decode_request(data, self.proto_minor, self.proto_flags)
+        opcode, unique = int(packet.opcode), int(packet.unique)
+        findings += _check_request(packet, data, self.proto_minor, self.proto_flags)
+        if self.state == st.AWAIT_INIT and opcode not in (c.FUSE_INIT, c.CUSE_INIT):
+            findings.append(_finding("request.before-init",
+                                     f"{c.OPCODE_NAMES.get(opcode, opcode)} before INIT"))
+        if unique in self.pending:
+            findings.append(_finding("request.unique-reused",
+                                     f"unique {unique} is still waiting for its reply"))
+        if opcode not in NO_REPLY:
+            self.pending[unique] = opcode
+        return Request(unique=unique, opcode=opcode, nodeid=int(packet.nodeid), packet=packet,
+                       raw=data, findings=tuple(findings))
+
+    def accept_init(self, request: Request, **fields: int) -> bytes:
+        """Answer INIT as a server: our version, shared flags, the size the kernel expects."""
+        offer = request.packet[FuseInitIn] if FuseInitIn in request.packet else None
+        if offer is None or int(offer.major) < c.FUSE_KERNEL_VERSION:
+            return self.error(request, 71)  # EPROTO
+        if int(offer.major) > c.FUSE_KERNEL_VERSION:  # the kernel retries with major 7
+            return self.reply(request, FuseInitOut(major=c.FUSE_KERNEL_VERSION, minor=self.minor))
+        self.kernel_minor = int(offer.minor)
+        offered = int(offer.flags) | (int(offer.flags2 or 0) << 32 if offer.flags & c.FUSE_INIT_EXT else 0)
+        agreed = self.want & offered
+        if agreed >> 32:
+            agreed |= c.FUSE_INIT_EXT
+        body = FuseInitOut(
+            major=c.FUSE_KERNEL_VERSION, minor=self.minor,
+            max_readahead=min(self.max_readahead, int(offer.max_readahead)),
+            flags=agreed & 0xFFFFFFFF, flags2=agreed >> 32, max_write=self.max_write,
+            time_gran=self.time_gran,
+            max_pages=self.max_pages if agreed & c.FUSE_MAX_PAGES else 0)
+        for name, value in fields.items():
+            body.setfieldval(name, value)
+        size = fixed_size(init_out_class(self.kernel_minor))
+        self.negotiated = Negotiated(major=c.FUSE_KERNEL_VERSION, minor=min(self.minor, self.kernel_minor),
+                                     server_minor=self.minor, flags=agreed, reply=body)
+        self._advance(st.SEND_INIT)
+        self._advance(st.INIT_ACCEPTED)
+        return self._encode(request.unique, 0, bytes(body)[:size])
+
+    def reply(self, request: Request, *layers: Packet) -> bytes:
+        """A successful reply; fixed structs are cut to the negotiated minor's sizes."""
+        variants = reply_layers_at(request.opcode, self.proto_minor, request.packet)
+        body = b""
+        for i, part in enumerate(layers):
+            raw = bytes(part)
+            if i < len(variants) and type(part) is not variants[i]:
+                try:
+                    raw = raw[: fixed_size(variants[i])]
+                except TypeError:
+                    pass
+            body += raw
+        if request.opcode == c.FUSE_DESTROY:
+            self._advance(st.SEND_DESTROY)
+            self._advance(st.DESTROY_DONE)
+        return self._encode(request.unique, 0, body)
+
+    def error(self, request: Request, errno: int) -> bytes:
+        """An error reply: the header alone, ``error = -errno``."""
+        return self._encode(request.unique, -abs(errno), b"")
+
+    def notify(self, code: int, *layers: Packet) -> bytes:
+        """A notification (unique 0, error = code)."""
+        return bytes(FuseOutHeader(unique=0, error=code)) + b"".join(bytes(p) for p in layers)
+
+    def _encode(self, unique: int, error: int, body: bytes) -> bytes:
+        self.pending.pop(unique, None)
+        return struct.pack("<IiQ", 16 + len(body), error, unique) + body
+
+    def _advance(self, event: str) -> None:
+        new = st.next_state(self.state, event)
+        if new is not None:
+            self.state = new
+
+
+def decode_request(data: bytes, minor: int, flags: int) -> Packet:
+    """Dissect a request as the kernel lays it out at ``minor`` (compat structs included)."""
+    packet = FuseInHeader(data)
+    opcode = int(packet.opcode)
+    layers = request_layers_at(opcode, minor, flags)
+    full = REQUEST_LAYERS.get(opcode, ())
+    if layers == full or not layers:
+        return packet
+    ext = int(packet.total_extlen) * 8
+    body = data[FUSE_IN_HEADER_SIZE: len(data) - ext] if ext else data[FUSE_IN_HEADER_SIZE:]
+    size = fixed_size(layers[0])
+    head: Packet = FuseInHeader(data[:FUSE_IN_HEADER_SIZE]) / layers[0](body[:size])
+    rest = body[size:]
+    if rest:
+        head = head / (full[1](rest) if len(full) > 1 else Raw(rest))
+    if ext:
+        head = head / Padding(data[len(data) - ext:])
+    return head
+
+
+def _finding(code: str, message: str) -> Finding:
+    return Finding(code=code, message=message, source=KERNEL)
+
+
+def _check_request(packet: Packet, data: bytes, minor: int, flags: int) -> list[Finding]:
+    """A request's length, opcode, fixed body size, names and extension length."""
+    found: list[Finding] = []
+    opcode = int(packet.opcode)
+    if int(packet.len) != len(data):
+        found.append(_finding("request.len-mismatch",
+                              f"len field says {packet.len}, the request has {len(data)} bytes"))
+    if opcode not in REQUEST_LAYERS:
+        found.append(_finding("request.unknown-opcode", f"opcode {opcode} is not defined"))
+        return found
+    ext = int(packet.total_extlen) * 8
+    body = data[FUSE_IN_HEADER_SIZE: len(data) - ext if ext <= len(data) - FUSE_IN_HEADER_SIZE else None]
+    if ext > len(data) - FUSE_IN_HEADER_SIZE:
+        found.append(_finding("request.extlen", f"total_extlen {packet.total_extlen} exceeds the body"))
+    layers = request_layers_at(opcode, c.FUSE_KERNEL_MINOR_VERSION if opcode == c.FUSE_INIT else minor,
+                               flags)
+    need = 0
+    for cls in layers:
+        try:
+            need += fixed_size(cls)
+        except TypeError:
+            break
+    name = c.OPCODE_NAMES[opcode]
+    if opcode == c.FUSE_INIT:
+        need = 16 if len(body) < 64 else 64  # before 7.36 the kernel sent 16 bytes
+    if len(body) < need:
+        found.append(_finding("request.body-size",
+                              f"{name} body is {len(body)} bytes; its struct needs {need} at minor {minor}"))
+        return found
+    names = _NAMES.get(opcode, 0)
+    if names and body[need:].count(b"\0") < names:
+        found.append(_finding("request.name", f"{name} needs {names} NUL-terminated name(s)"))
+    if not layers and body and opcode not in (c.FUSE_INIT,):
+        found.append(_finding("request.body-size", f"{name} carries no body, got {len(body)} bytes"))
+    if opcode == c.FUSE_WRITE and len(body) >= need:
+        size = int.from_bytes(body[16:20], "little")
+        if size != len(body) - need:
+            found.append(_finding("request.write-size",
+                                  f"WRITE says {size} bytes and carries {len(body) - need}"))
+    return found
