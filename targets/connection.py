@@ -11,7 +11,7 @@ from protocol import constants as c
 from protocol.events import Notify, Reply
 from protocol.session import KernelSession
 from targets.channel import Transcript
-from targets.errors import TargetTimeout
+from targets.errors import TargetDied, TargetError, TargetTimeout
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -27,6 +27,14 @@ class Channel(Protocol):
 
 class UnexpectedReply(AssertionError):
     """A reply arrived that no request is waiting for: the daemon broke the pairing."""
+
+
+class NoReply(TargetTimeout, AssertionError):
+    """The daemon did not answer a request within the deadline: a finding against it."""
+
+
+class DaemonDied(TargetError, AssertionError):
+    """The daemon died while a request was in flight: a finding against it."""
 
 
 class KernelConnection:
@@ -105,12 +113,14 @@ class KernelConnection:
         """Receive and decode the next message."""
         try:
             raw = self.channel.recv(timeout)
+        except TargetDied as exc:
+            raise DaemonDied(exc.message, hint=exc.hint) from exc
         except TargetTimeout as exc:
             if waiting_for is not None:
                 pending = self.session.pending.get(waiting_for)
                 what = c.OPCODE_NAMES.get(pending.opcode, "?") if pending else "request"
                 self.session.forget_pending(waiting_for)
-                raise TargetTimeout(
+                raise NoReply(
                     f"{self.channel.name} did not answer {what} "
                     f"(unique {waiting_for}) within {timeout:.3g} s",
                     hint=exc.hint,

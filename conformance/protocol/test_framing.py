@@ -92,3 +92,24 @@ def test_forget_no_reply(ready: KernelConnection) -> None:
     assert not heard, f"FORGET was answered: {[getattr(e, 'unique', 0) for e in heard]}"
     reply = ready.call(c.FUSE_GETATTR, FuseGetattrIn())
     assert reply.ok, f"GETATTR after FORGET answered {errno_name(reply.error)}"
+
+
+@rule("FUSE-PROTO-008",
+      "Requests sent together, without waiting, each get their own reply, in any order",
+      source=f"{DEV}: the kernel keeps many requests pending and pairs replies by unique")
+def test_pipelined_requests(ready: KernelConnection) -> None:
+    sent = [ready.send(c.FUSE_GETATTR, FuseGetattrIn()) for _ in range(8)]
+    sent.append(ready.send(c.FUSE_LOOKUP, FuseName(name=b"fusecheck-absent")))
+    replies = {unique: ready.wait(unique) for unique in sent}
+    assert sorted(replies) == sorted(sent)
+    for reply in replies.values():
+        assert_well_formed(reply)
+
+
+@rule("FUSE-DESTROY-001", "DESTROY is answered with success and no body",
+      source="linux fs/fuse/inode.c fuse_send_destroy; libfuse do_destroy replies 0")
+def test_destroy(ready: KernelConnection) -> None:
+    reply = ready.call(c.FUSE_DESTROY, nodeid=0)
+    assert reply.ok, f"DESTROY answered {errno_name(reply.error)}"
+    assert_well_formed(reply)
+    assert reply.body is None, f"DESTROY reply carries {len(reply.raw) - 16} bytes"

@@ -46,6 +46,8 @@ BUGS = {
     "no-compat": "FUSE-INIT-003",  # full-size attr_out at minor < 9
     "no-dotdot": "FUSE-READDIR-001",  # READDIR lists '.' only
     "root-is-file": "FUSE-GETATTR-001",  # the root's mode is a regular file
+    "destroy-body": "FUSE-DESTROY-001",  # DESTROY's reply carries 8 bytes
+    "lose-pipelined": "FUSE-PROTO-008",  # the 4th GETATTR in a row is never answered
 }
 
 
@@ -53,6 +55,7 @@ class TinyDaemon:
     def __init__(self, bug: str | None) -> None:
         self.bug = bug
         self.minor = 0
+        self.getattrs = 0  # GETATTRs in a row
 
     def handle(self, request: Packet) -> bytes | None:
         op, unique = int(request.opcode), int(request.unique)
@@ -62,6 +65,9 @@ class TinyDaemon:
             return self.init(request, unique)
         if not self.minor and self.bug != "serve-before-init":
             return self.error(unique, errno.EIO)
+        self.getattrs = self.getattrs + 1 if op == c.FUSE_GETATTR else 0
+        if op == c.FUSE_GETATTR and self.bug == "lose-pipelined" and self.getattrs == 4:
+            return None
         if op == c.FUSE_GETATTR:
             cls = FuseAttrOutCompat if self.minor < 9 and self.bug != "no-compat" else FuseAttrOut
             attr = FuseAttrOut(attr_valid=1, attr=self.root_attr())
@@ -88,6 +94,8 @@ class TinyDaemon:
             dirents = [FuseDirent(ino=1, off=i + 1, type=4, name=n)
                        for i, n in enumerate(names) if i >= offset]
             return self.ok(unique, FuseDirentList(dirents=dirents)) if dirents else self.ok(unique)
+        if op == c.FUSE_DESTROY and self.bug == "destroy-body":
+            return self.ok(unique, Raw(b"\0" * 8))
         if op in (c.FUSE_RELEASEDIR, c.FUSE_RELEASE, c.FUSE_ACCESS, c.FUSE_DESTROY):
             return self.ok(unique)
         return self.error(unique, errno.EINVAL if self.bug == "no-enosys" else errno.ENOSYS)
