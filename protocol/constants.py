@@ -221,10 +221,13 @@ FUSE_COMPAT_STATFS_SIZE = 48
 FUSE_COMPAT_SETXATTR_IN_SIZE = 8
 FUSE_COMPAT_INIT_OUT_SIZE = 8
 FUSE_COMPAT_22_INIT_OUT_SIZE = 24
-CUSE_COMPAT_INIT_OUT_SIZE = 8  # not in the uapi header; older CUSE servers
 FUSE_MIN_READ_BUFFER = 8192
 FUSE_NAME_OFFSET = 24
 FUSE_NAME_OFFSET_DIRENTPLUS = 152
+
+# A resent request's unique has this bit set (7.40); an unmapped id under idmap (7.41)
+FUSE_UNIQUE_RESEND = 1 << 63
+FUSE_INVALID_UIDGID = 0xFFFFFFFF
 
 # The kernel's request ids step by 2; bit 0 marks the INTERRUPT of a request.
 FUSE_REQ_ID_STEP = 2

@@ -210,16 +210,17 @@ class KernelSession:
         if opcode == c.FUSE_INTERRUPT:
             findings += validate.check_interrupt_reply(error, len(body))
         packet: Packet = header
-        if (not error and body) or opcode == c.FUSE_INIT:
+        if not error:
             minor = self.minor if opcode == c.FUSE_INIT else self.proto_minor
             layers = reply_layers_at(opcode, minor, pending.packet)
-            size_findings = [] if error else list(
+            size_findings = list(
                 validate.check_body_size(opcode, layers, len(body), pending.packet, minor))
             findings += size_findings
-            decoded = decode_body(layers, body) if body else None
+            # the kernel zero-fills a short INIT reply; other short structs stay raw bytes
+            decoded = decode_body(layers, body, zero_fill=opcode == c.FUSE_INIT)
             if decoded is not None:
                 packet = header / decoded
-                if not error and not size_findings:  # a body of the wrong size is not read further
+                if not size_findings:  # a body of the wrong size is not read further
                     findings += validate.check_semantics(opcode, decoded, body, pending.packet)
         elif body:
             packet = header / Raw(body)
@@ -260,14 +261,16 @@ class KernelSession:
                         "connection (only a kernel offering a newer major expects this answer)"))
             self._advance(st.INIT_REFUSED)
             return _replace_findings(reply, findings)
-        raw_flags = int(getattr(body, "flags", 0) or 0)
+        raw_flags = int(getattr(body, "flags", 0) or 0) if server_minor >= 6 else 0  # kernel: 7.6+
         if raw_flags & c.FUSE_INIT_EXT:
             raw_flags |= int(getattr(body, "flags2", 0) or 0) << 32
         extra = raw_flags & ~self._offered_flags()
         if extra:
             names = ", ".join(n for bit, n in sorted(c.INIT_FLAG_NAMES.items()) if extra & bit)
             findings.append(Finding(
-                code="init.flags-not-offered", source=INIT_SOURCE, unique=reply.unique,
+                code="init.flags-not-offered", unique=reply.unique,
+                source="libfuse do_init (a want outside what the kernel offers is refused); "
+                       "the kernel itself acts on the bits it knows without checking",
                 message=f"INIT reply sets flags the kernel did not offer: {names or hex(extra)}"))
         self.negotiated = Negotiated(major=major, minor=min(self.minor, server_minor),
                                      server_minor=server_minor,
@@ -284,8 +287,12 @@ class KernelSession:
             self.state = new
 
 
-def decode_body(layers: Layers, body: bytes) -> Packet | None:
-    """Dissect a body as the given layers in order: fixed parts take their size."""
+def decode_body(layers: Layers, body: bytes, *, zero_fill: bool = False) -> Packet | None:
+    """Dissect a body as the given layers in order: fixed parts take their size.
+
+    A fixed part cut short stays raw bytes (``Raw``), or with ``zero_fill`` is
+    read as if zeros followed, as the kernel reads a short INIT reply.
+    """
     if not body:
         return None
     if not layers:
@@ -297,10 +304,15 @@ def decode_body(layers: Layers, body: bytes) -> Packet | None:
             break
         last = i == len(layers) - 1
         try:
-            size = len(rest) if last else fixed_size(cls)
+            size: int | None = fixed_size(cls)
         except TypeError:
-            size = len(rest)
-        chunk, rest = rest[:size], rest[size:]
+            size = None
+        if size is not None and len(rest) < size:
+            parts.append(cls(rest.ljust(size, b"\0")) if zero_fill else Raw(rest))
+            rest = b""
+            break
+        take = len(rest) if last or size is None else size
+        chunk, rest = rest[:take], rest[take:]
         parts.append(cls(chunk))
     if rest:
         parts.append(Raw(rest))

@@ -36,10 +36,16 @@ def init_out_class(offered_minor: int) -> type[Packet]:
     return FuseInitOut
 
 
-def _reply_variant(cls: type[Packet], minor: int) -> type[Packet]:
-    if minor < 9 and cls is FuseEntryOut:
+# Opcodes whose entry_out / attr_out the kernel shrinks below 7.9 (dev.c fuse_adjust_compat)
+_COMPAT_ENTRY = frozenset({c.FUSE_LOOKUP, c.FUSE_CREATE, c.FUSE_MKNOD, c.FUSE_MKDIR,
+                           c.FUSE_SYMLINK, c.FUSE_LINK})
+_COMPAT_ATTR = frozenset({c.FUSE_GETATTR, c.FUSE_SETATTR})
+
+
+def _reply_variant(opcode: int, cls: type[Packet], minor: int) -> type[Packet]:
+    if minor < 9 and cls is FuseEntryOut and opcode in _COMPAT_ENTRY:
         return compat.FuseEntryOutCompat
-    if minor < 9 and cls is FuseAttrOut:
+    if minor < 9 and cls is FuseAttrOut and opcode in _COMPAT_ATTR:
         return compat.FuseAttrOutCompat
     if minor < 4 and cls is FuseStatfsOut:
         return compat.FuseStatfsOutCompat
@@ -50,7 +56,7 @@ def _reply_variant(cls: type[Packet], minor: int) -> type[Packet]:
 
 def reply_layers_at(opcode: int, minor: int, request: Packet | None = None) -> Layers:
     """Reply layers for ``opcode`` at ``minor`` (compat variants substituted)."""
-    return tuple(_reply_variant(cls, minor) for cls in reply_layers(opcode, request))
+    return tuple(_reply_variant(opcode, cls, minor) for cls in reply_layers(opcode, request))
 
 
 def request_layers_at(opcode: int, minor: int, flags: int = 0) -> Layers:

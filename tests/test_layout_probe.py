@@ -33,7 +33,8 @@ HEADER = Path("/usr/include/linux/fuse.h")
 CONSTANT_SINCE = {
     "FUSE_STATX": 39, "FUSE_DIRECT_IO_ALLOW_MMAP": 39,
     "FUSE_PASSTHROUGH": 40, "FUSE_NO_EXPORT_SUPPORT": 40, "FUSE_HAS_RESEND": 40,
-    "FOPEN_PASSTHROUGH": 40, "FUSE_NOTIFY_RESEND": 40,
+    "FOPEN_PASSTHROUGH": 40, "FUSE_NOTIFY_RESEND": 40, "FUSE_UNIQUE_RESEND": 40,
+    "FUSE_INVALID_UIDGID": 41,
     "FUSE_ALLOW_IDMAP": 41,
     "FUSE_OVER_IO_URING": 42,
     "FUSE_REQUEST_TIMEOUT": 43,
@@ -52,7 +53,7 @@ UPSTREAM_SIZES = {
 }
 DEBIAN_7_38_GAPS = frozenset({"FUSE_EXT_GROUPS", "FUSE_CREATE_SUPP_GROUP", "fuse_supp_groups"})
 #: protocol.constants entries that are the suite's, not the uapi header's.
-NOT_IN_HEADER = frozenset({"CUSE_COMPAT_INIT_OUT_SIZE", "FUSE_REQ_ID_STEP", "FUSE_INT_REQ_BIT"})
+NOT_IN_HEADER = frozenset({"FUSE_REQ_ID_STEP", "FUSE_INT_REQ_BIT"})
 #: Member names the kernel uses for reserved space; later minors carve fields out of it.
 RESERVED = ("padding", "unused", "spare", "reserved", "dummy")
 #: gcc's words for "the header has no such thing" (LC_ALL=C).

@@ -177,13 +177,12 @@ def test_interrupt_uses_the_targets_unique_with_bit_0() -> None:
         session.receive(bytes(FuseOutHeader(unique=target | 1, error=-11) / Raw(b"12345678"))))
 
 
-def test_interrupt_reply_other_than_eagain_or_enosys() -> None:
+def test_interrupt_reply_with_any_errno_is_accepted() -> None:
     session = started()
     session.request(c.FUSE_GETATTR, FuseGetattrIn())
     target = session._last_unique
     session.interrupt(target)
-    assert "reply.interrupt-error" in codes(
-        session.receive(bytes(FuseOutHeader(unique=target | 1, error=-5))))
+    assert not session.receive(bytes(FuseOutHeader(unique=target | 1, error=-4))).findings
 
 
 def test_security_context_extension_is_appended_when_agreed() -> None:
@@ -204,3 +203,104 @@ def test_kernel_offer_matches_linux_6_18() -> None:
     from protocol.layers import FuseInitIn
 
     assert init[FuseInitIn].flags == 0x73FFFFFB and init[FuseInitIn].flags2 == 0x5FD
+
+
+# -- what the kernel accepts must pass; what it refuses must be a finding ------------
+
+
+def out(unique: int, body: bytes = b"", error: int = 0) -> bytes:
+    """A reply (or, with unique 0, a notification) whose len field is right."""
+    return bytes(FuseOutHeader(unique=unique, error=error) / Raw(body))
+
+
+def reply_to(session: KernelSession, opcode: int, *layers, body: bytes = b"", error: int = 0):
+    session.request(opcode, *layers)
+    return session.receive(out(session._last_unique, body, error))
+
+
+@pytest.mark.parametrize("size", [0, 4, 12, 100])
+def test_short_or_empty_fixed_replies_are_findings_not_crashes(size: int) -> None:
+    event = reply_to(started(), c.FUSE_GETATTR, FuseGetattrIn(), body=b"\1" * size)
+    assert "reply.body-size" in codes(event)
+
+
+@pytest.mark.parametrize("size", [4, 12, 28, 40, 64])
+def test_short_init_replies_are_zero_filled_as_the_kernel_does(size: int) -> None:
+    session = KernelSession()
+    session.init()
+    body = bytes(FuseInitOut(major=7, minor=31, max_write=8192))[:size]
+    event = session.receive(out(session._last_unique, body))
+    assert not event.findings and session.state == st.RUNNING
+
+
+def test_long_dirent_names_and_nul_bytes_are_accepted() -> None:
+    entries = [FuseDirent(ino=5, off=1, type=8, name=b"n" * 2000),
+               FuseDirent(ino=6, off=2, type=8, name=b"a\0b")]
+    event = reply_to(started(), c.FUSE_READDIR, FuseReadIn(size=8192),
+                     body=bytes(FuseDirentList(dirents=entries)))
+    assert not event.findings
+
+
+def test_resend_and_epoch_notifications_ignore_their_body() -> None:
+    session = started()
+    for code in (c.FUSE_NOTIFY_RESEND, c.FUSE_NOTIFY_INC_EPOCH):
+        assert not session.receive(out(0, b"\0" * 8, code)).findings
+
+
+def test_tmpfile_is_never_shrunk() -> None:
+    from protocol.layers import FuseCreateIn, FuseOpenOut
+
+    event = reply_to(started(minor=8), c.FUSE_TMPFILE, FuseCreateIn(mode=0o100600), FuseName(name=b"t"),
+                     body=bytes(FuseEntryOut(nodeid=9, attr=FuseAttr(mode=0o100600))) + bytes(FuseOpenOut()))
+    assert not event.findings
+
+
+def test_cuse_init_needs_the_whole_struct() -> None:
+    from protocol.layers import CuseInitIn, CuseInitOut
+
+    session = KernelSession()
+    session.request(c.CUSE_INIT, CuseInitIn(major=7, minor=45), nodeid=0)
+    event = session.receive(out(session._last_unique, bytes(CuseInitOut())[:40]))
+    assert "reply.body-size" in codes(event)
+    session.request(c.CUSE_INIT, CuseInitIn(major=7, minor=45), nodeid=0)
+    good = bytes(CuseInitOut(major=7, minor=45)) + b"DEVNAME=x\0"
+    assert not session.receive(out(session._last_unique, good)).findings
+
+
+def test_ioctl_reply_bounded_by_out_size() -> None:
+    from protocol.layers import FuseIoctlIn, FuseIoctlOut
+
+    event = reply_to(started(), c.FUSE_IOCTL, FuseIoctlIn(out_size=4),
+                     body=bytes(FuseIoctlOut()) + b"12345678")
+    assert "reply.body-size" in codes(event)
+    assert not reply_to(started(), c.FUSE_IOCTL, FuseIoctlIn(out_size=4),
+                        body=bytes(FuseIoctlOut()) + b"1234").findings
+
+
+def test_xattr_size_probe_is_exactly_getxattr_out() -> None:
+    from protocol.layers import FuseGetxattrIn, FuseGetxattrOut
+
+    short = reply_to(started(), c.FUSE_GETXATTR, FuseGetxattrIn(size=0), FuseName(name=b"user.a"),
+                     body=bytes(FuseGetxattrOut())[:4])
+    assert "reply.body-size" in codes(short)
+    listing = reply_to(started(), c.FUSE_LISTXATTR, FuseGetxattrIn(size=64), body=b"user.a\0abc")
+    assert "reply.xattr-list" in codes(listing)
+
+
+def test_created_entries_need_a_fresh_nodeid_of_the_right_type() -> None:
+    from protocol.layers import FuseMkdirIn
+
+    root = reply_to(started(), c.FUSE_MKDIR, FuseMkdirIn(mode=0o755), FuseName(name=b"d"),
+                    body=bytes(FuseEntryOut(nodeid=1, attr=FuseAttr(mode=0o40755))))
+    assert "reply.entry-nodeid" in codes(root)
+    wrong = reply_to(started(), c.FUSE_MKDIR, FuseMkdirIn(mode=0o755), FuseName(name=b"d"),
+                     body=bytes(FuseEntryOut(nodeid=5, attr=FuseAttr(mode=0o100644))))
+    assert "reply.entry-type" in codes(wrong)
+
+
+def test_copy_reply_more_than_asked() -> None:
+    from protocol.layers import FuseCopyFileRangeIn, FuseCopyFileRangeOut
+
+    event = reply_to(started(), c.FUSE_COPY_FILE_RANGE_64, FuseCopyFileRangeIn(len=10),
+                     body=bytes(FuseCopyFileRangeOut(bytes_copied=11)))
+    assert "reply.copy-size" in codes(event)

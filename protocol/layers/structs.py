@@ -32,7 +32,7 @@ class FuseAttr(FuseStruct):
         u32("atimensec"), u32("mtimensec"), u32("ctimensec"),
         u32("mode"), u32("nlink"), u32("uid"), u32("gid"), u32("rdev"),
         u32("blksize"),  # 7.9
-        u32("flags"),  # FUSE_ATTR_*, 7.9 (was padding)
+        u32("flags"),  # FUSE_ATTR_*, 7.32 (padding before)
     ]
 
 
