@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Generator
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from targets.skip import in_ci
+
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("soak", max_examples=20_000, stateful_step_count=200, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
-                                     "ci" if os.environ.get("CI") == "true" else "dev"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if in_ci() else "dev"))
 
 DEFAULT_TARGET = "passthrough_ll"
 
@@ -25,11 +27,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "or exec:COMMAND with {fd} (default: %(default)s)")
     group.addoption("--reply-timeout", type=float, default=5.0,
                     help="seconds to wait for each reply (default: %(default)s)")
+    group.addoption("--rule", action="append", default=[], metavar="ID",
+                    help="run only the rules whose id starts with ID (FUSE-INIT-004, FUSE-INIT); "
+                         "repeatable")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "rule(id): the conformance rule a test checks")
-    config._fusecheck_rules = {}  # type: ignore[attr-defined]
+    _interrupt_on_sigterm()
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, a kill) unwinds like Ctrl-C, so every fixture stops its daemon."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        pass
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--rule ID``: keep only the tests of the rules whose id starts with ID."""
+    wanted = config.getoption("--rule")
+    if not wanted:
+        return
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("rule")
+        chosen = marker is not None and any(marker.args[0].startswith(w) for w in wanted)
+        (keep if chosen else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -39,7 +71,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     report = yield
     setattr(item, f"rep_{report.when}", report)
     marker = item.get_closest_marker("rule")
-    if marker and report.when == "call":
+    if marker and (report.when == "call" or (report.when == "setup" and not report.passed)):
         from conformance.rules import RULES
 
         known = RULES.get(marker.args[0])
@@ -48,16 +80,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     return report
 
 
-def test_failed(item: pytest.Item) -> bool:
-    """Whether the test's setup or call failed (for teardown decisions)."""
-    return any(getattr(getattr(item, f"rep_{w}", None), "failed", False) for w in ("setup", "call"))
-
-
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     props = dict(report.user_properties)
-    if "rule" not in props or report.when != "call":
+    if "rule" not in props or report.when not in ("setup", "call"):
         return
     outcome = "XFAIL" if hasattr(report, "wasxfail") and report.skipped else report.outcome.upper()
+    if report.when == "setup" and report.failed:
+        outcome = "ERROR"
     _results[report.nodeid] = (props["rule"], outcome, props.get("statement", ""))
 
 
@@ -70,7 +99,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     target = terminalreporter.config.getoption("--target")
     terminalreporter.section(f"fusecheck rules against {target}")
-    for nodeid, (rule_id, outcome, statement) in sorted(_results.items(), key=lambda kv: kv[1][0]):
+    for nodeid, (rule_id, outcome, statement) in sorted(_results.items(),
+                                                        key=lambda kv: (kv[1][0], kv[0])):
         param = nodeid.partition("[")[2].rstrip("]")
         suffix = f" [{param}]" if param else ""
         terminalreporter.write_line(f"{outcome:<7} {rule_id}{suffix}: {statement}")

@@ -7,10 +7,6 @@ import errno
 from protocol.events import Notify, Reply
 
 
-def findings_text(event: Reply | Notify) -> str:
-    return "; ".join(str(f) for f in event.findings)
-
-
 def assert_well_formed(event: Reply | Notify, *codes: str) -> None:
     """No findings (or none of ``codes``, when given) on this message."""
     found = [f for f in event.findings if not codes or f.code in codes]

@@ -10,7 +10,8 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from conformance.deviations import deviation
+from conformance.deviations import Deviation, deviation
+from protocol.errors import RemoteProtocolError
 from protocol.events import Reply
 from reports.allure_support import attach_exchange
 from targets.connection import KernelConnection
@@ -18,7 +19,7 @@ from targets.errors import TargetError
 from targets.exec import ExecTarget
 from targets.spec import TargetSpec, parse_spec
 
-PREFLIGHT_TIMEOUT = 10.0
+DEVIATION = pytest.StashKey[Deviation]()
 
 
 def _spec(config: pytest.Config) -> TargetSpec:
@@ -30,31 +31,59 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or config.option.collectonly or config.option.help:
         return  # the controller already checked
     text = config.getoption("--target")
+    timeout = config.getoption("--reply-timeout")
     try:
         spec = parse_spec(text)
         with ExecTarget(spec) as target:
-            conn = KernelConnection(target.channel, timeout=PREFLIGHT_TIMEOUT)
+            conn = KernelConnection(target.channel, timeout=timeout)
             reply = conn.init()
-    except TargetError as exc:
-        raise pytest.UsageError(f"fusecheck: cannot use --target {text!r}: {exc.message} "
-                                f"(hint: {exc.hint})") from None
+    except (TargetError, RemoteProtocolError, AssertionError) as exc:
+        what = getattr(exc, "message", None) or str(exc)
+        hint = getattr(exc, "hint", None) or "run the daemon by hand with -d to read why"
+        raise pytest.UsageError(f"fusecheck: cannot use --target {text!r}: {what} "
+                                f"(hint: {hint})") from None
     if reply.error or conn.session.negotiated is None:
-        raise pytest.UsageError(f"fusecheck: --target {text!r} refused FUSE_INIT (error "
-                                f"{reply.error}); hint: run the daemon by hand with -d to read why")
+        problems = "; ".join(str(f) for f in reply.findings) or f"error {reply.error}"
+        raise pytest.UsageError(f"fusecheck: --target {text!r} refused FUSE_INIT ({problems}); "
+                                "hint: run the daemon by hand with -d to read why")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Known daemon deviations become strict xfails naming the reason."""
+    """Known deviations of the suite's named daemons become strict xfails naming the reason."""
     try:
-        name = _spec(config).name
+        spec = _spec(config)
     except TargetError:
         return
+    if spec.kind != "daemon":
+        return  # an exec: command is anybody's program, whatever its name
     for item in items:
         marker = item.get_closest_marker("rule")
         param = getattr(getattr(item, "callspec", None), "id", "")
-        if marker and (reason := deviation(name, marker.args[0], param)):
-            item.add_marker(pytest.mark.xfail(reason=f"known {name} deviation: {reason}",
+        if marker and (known := deviation(spec.name, marker.args[0], param)):
+            item.stash[DEVIATION] = known
+            item.add_marker(pytest.mark.xfail(reason=f"known {spec.name} deviation: {known.reason}",
                                               strict=True))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the exchange of a failed test; keep deviations to the failure they name;
+    report a lost target in one line."""
+    report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, TargetError) and report.failed:
+        exc = call.excinfo.value
+        report.longrepr = f"{exc.message}\n  hint: {exc.hint}"
+    known = item.stash.get(DEVIATION, None)
+    if known is not None and report.when == "call" and hasattr(report, "wasxfail"):
+        text = str(call.excinfo.value) if call.excinfo is not None else ""
+        if report.skipped and known.expect not in text:  # failed, but not as documented
+            report.outcome = "failed"
+            del report.wasxfail
+    target = getattr(item, "funcargs", {}).get("target")
+    if report.when in ("setup", "call") and report.failed and isinstance(target, ExecTarget):
+        attach_exchange(target.transcript, minor=getattr(item, "_fusecheck_minor", 45))
+    return report
 
 
 @pytest.fixture
@@ -63,21 +92,10 @@ def target_spec(request: pytest.FixtureRequest) -> TargetSpec:
 
 
 @pytest.fixture
-def target(request: pytest.FixtureRequest, target_spec: TargetSpec) -> Iterator[ExecTarget]:
-    """A fresh daemon for this test; its exchange is attached to the report on failure."""
+def target(target_spec: TargetSpec) -> Iterator[ExecTarget]:
+    """A fresh daemon for this test, stopped and reaped after it."""
     with ExecTarget(target_spec) as opened:
         yield opened
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """On a failed test, attach the exchange with its target to the test's allure result."""
-    report = yield
-    target = getattr(item, "funcargs", {}).get("target")
-    if report.when == "call" and report.failed and isinstance(target, ExecTarget):
-        attach_exchange(target.transcript, minor=getattr(item, "_fusecheck_minor", 45))
-    return report
 
 
 @pytest.fixture
@@ -96,7 +114,8 @@ def ready(request: pytest.FixtureRequest, conn: KernelConnection,
     assert reply.ok and conn.session.negotiated, f"INIT refused: error {reply.error}"
     request.node._fusecheck_minor = conn.session.negotiated.minor
     yield conn
+    call = getattr(request.node, "rep_call", None)
     daemon = target.daemon
-    if daemon is not None and not daemon.alive():
+    if call is not None and call.passed and daemon is not None and not daemon.alive():
         pytest.fail(f"the daemon {daemon.exit_description()} during the test; stderr: "
                     f"{daemon.stderr_tail(500)!r}", pytrace=False)

@@ -47,9 +47,3 @@ def rule(rule_id: str, statement: str, *, source: str, area: str = "protocol",
         return marked  # type: ignore[no-any-return]
 
     return decorate
-
-
-def rule_of(item: pytest.Item) -> Rule | None:
-    """The rule a collected test checks, if any."""
-    marker = item.get_closest_marker("rule")
-    return RULES.get(marker.args[0]) if marker else None

@@ -3,7 +3,10 @@
 ``KernelSession`` numbers requests, encodes them at the negotiated minor,
 pairs each reply with its request by ``unique``, decodes the reply by the
 request's opcode and attaches the findings of the validators.  It never
-raises on a bad reply: a bad reply is a finding.
+raises on a bad reply: a bad reply is a finding.  Unlike a real kernel it
+lets a test send what the state table (``protocol.state``) calls illegal, a
+request before INIT or a second INIT, on purpose: the state then stays as it
+was, and the daemon's answer is what the test judges.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from protocol.layers.header import (
     FuseSecctxHeader,
 )
 from protocol.layers.messages import NO_REPLY, NOTIFY_LAYERS, Layers
-from protocol.layers.structs import FuseInitIn
+from protocol.layers.structs import FuseInitIn, FuseIoctlIovec, FuseIoctlOut
 from protocol.sizes import reply_layers_at, request_layers_at
 
 # What Linux 6.18 offers in FUSE_INIT (fs/fuse/inode.c fuse_send_init), as read off
@@ -90,8 +93,14 @@ class KernelSession:
     _last_unique: int = 0
     _init_unique: int | None = None
     _offered_major: int = c.FUSE_KERNEL_VERSION
+    _last_built: int = 0
 
     # -- requests ---------------------------------------------------------
+    @property
+    def last_unique(self) -> int:
+        """The unique of the request built last."""
+        return self._last_built
+
     def next_unique(self) -> int:
         self._last_unique += c.FUSE_REQ_ID_STEP
         return self._last_unique
@@ -139,6 +148,7 @@ class KernelSession:
             unique = self.next_unique()
         elif unique in self.pending:
             raise LocalProtocolError(f"unique {unique} is already pending")
+        self._last_built = unique
         header = FuseInHeader(len=length, opcode=opcode, unique=unique, nodeid=nodeid,
                               uid=self.uid if uid is None else uid,
                               gid=self.gid if gid is None else gid,
@@ -218,6 +228,9 @@ class KernelSession:
             findings += size_findings
             # the kernel zero-fills a short INIT reply; other short structs stay raw bytes
             decoded = decode_body(layers, body, zero_fill=opcode == c.FUSE_INIT)
+            if opcode == c.FUSE_IOCTL and decoded is not None and len(body) > 16 \
+                    and int(getattr(decoded, "flags", 0) or 0) & c.FUSE_IOCTL_RETRY:
+                decoded = FuseIoctlOut(body[:16]) / FuseIoctlIovec(body[16:])  # iovecs follow
             if decoded is not None:
                 packet = header / decoded
                 if not size_findings:  # a body of the wrong size is not read further

@@ -66,6 +66,7 @@ def check_error(error: int, body_len: int) -> Iterator[Finding]:
                               "header alone, the kernel rejects it with EINVAL")
 
 
+PAGE_SIZE = 4096
 READLINK_MAX = 4095  # fs/fuse/dir.c: the link is read into one page, NUL kept free
 CUSE_INFO_MAX = c.CUSE_INIT_INFO_MAX
 
@@ -102,9 +103,9 @@ def reply_size_bounds(opcode: int, layers: Layers, request: Packet | None) -> tu
         last = READLINK_MAX
     elif opcode == c.CUSE_INIT:
         last = CUSE_INFO_MAX
-    elif opcode == c.FUSE_IOCTL:
-        last = int(request[FuseIoctlIn].out_size) if request is not None and FuseIoctlIn in request \
-            else None
+    elif opcode == c.FUSE_IOCTL:  # the kernel's buffer is out_size, at least a page (for iovecs)
+        last = max(int(request[FuseIoctlIn].out_size), PAGE_SIZE) \
+            if request is not None and FuseIoctlIn in request else None
     return head, (head + last if last is not None else None)
 
 
@@ -250,6 +251,14 @@ def check_semantics(opcode: int, body: Packet | None, raw_body: bytes,
             yield Finding(code="reply.xattr-list", source="linux fs/fuse/xattr.c fuse_verify_xattr_list",
                           message=f"LISTXATTR list {raw_body[:40]!r} has an empty or unterminated "
                                   "name; the kernel answers EIO")
+    elif opcode == c.FUSE_IOCTL and int(body.flags) & c.FUSE_IOCTL_RETRY:
+        yield from check_ioctl_retry(body, raw_body, request)
+    elif opcode == c.FUSE_IOCTL and request is not None and FuseIoctlIn in request:
+        asked = int(request[FuseIoctlIn].out_size)
+        if len(raw_body) - 16 > asked:
+            yield Finding(code="reply.ioctl-size", source="linux fs/fuse/ioctl.c fuse_do_ioctl",
+                          message=f"IOCTL reply carries {len(raw_body) - 16} bytes of output, "
+                                  f"more than out_size {asked}; the kernel answers EIO")
     elif opcode == c.FUSE_STATX:
         stx = body.stat
         if int(stx.mask) & STATX_TYPE and stat.S_IFMT(int(stx.mode)) not in _VALID_TYPES:
@@ -259,6 +268,25 @@ def check_semantics(opcode: int, body: Packet | None, raw_body: bytes,
         if int(stx.mask) & STATX_SIZE and int(stx.size) > LLONG_MAX:
             yield Finding(code="reply.statx-size", source="linux fs/fuse/dir.c fuse_do_statx",
                           message=f"STATX size {stx.size} exceeds LLONG_MAX; the kernel answers EIO")
+
+
+def check_ioctl_retry(body: Packet, raw_body: bytes, request: Packet | None) -> Iterator[Finding]:
+    """A RETRY reply: only for unrestricted ioctls, at most 256 iovecs, all of them sent."""
+    source = "linux fs/fuse/ioctl.c fuse_do_ioctl"
+    if request is not None and FuseIoctlIn in request \
+            and not int(request[FuseIoctlIn].flags) & c.FUSE_IOCTL_UNRESTRICTED:
+        yield Finding(code="reply.ioctl-retry", source=source,
+                      message="IOCTL answered FUSE_IOCTL_RETRY to a restricted ioctl; the kernel "
+                              "answers EIO")
+    count = int(body.in_iovs) + int(body.out_iovs)
+    if max(int(body.in_iovs), int(body.out_iovs), count) > c.FUSE_IOCTL_MAX_IOV:
+        yield Finding(code="reply.ioctl-retry", source=source,
+                      message=f"IOCTL RETRY asks for {count} iovecs, more than "
+                              f"{c.FUSE_IOCTL_MAX_IOV}; the kernel answers ENOMEM")
+    elif len(raw_body) - 16 != 16 * count:
+        yield Finding(code="reply.ioctl-retry", source=source,
+                      message=f"IOCTL RETRY says {count} iovecs and carries {len(raw_body) - 16} "
+                              "bytes of them (16 each); the kernel answers EIO")
 
 
 # Notifications whose body the kernel ignores (fuse_notify_resend, fuse_notify_inc_epoch)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from targets import build
 from targets.errors import TargetNotInstalled, TargetSpecError
 
 FD_PLACEHOLDER = "{fd}"
@@ -95,11 +94,15 @@ def populate(root: Path) -> None:
 
 
 def _hello_ll(scratch: Path, options: Options) -> Instance:
+    from targets import build
+
     binary = build.build_example("hello_ll")
     return Instance((str(binary), "-f", *mount_options(options), "/dev/fd/{fd}"))
 
 
 def _passthrough_ll(scratch: Path, options: Options) -> Instance:
+    from targets import build
+
     binary = build.build_example("passthrough_ll")
     source = scratch / "source"
     populate(source)
@@ -108,6 +111,8 @@ def _passthrough_ll(scratch: Path, options: Options) -> Instance:
 
 
 def _squashfuse_ll(scratch: Path, options: Options) -> Instance:
+    from targets import build
+
     image = build.build_squashfs_image()
     argv = ("squashfuse_ll", "-f", *mount_options(options), str(image), "/dev/fd/{fd}")
     # Read-only, shared by every instance: compare against it, never write to it.

@@ -41,7 +41,7 @@ class TargetError(Exception):
 class TargetSpecError(TargetError):
     """The ``--target`` spec string is malformed or names no known target."""
 
-    default_hint = "see DESIGN.md 'Targets' for the spec forms"
+    default_hint = "see the README, 'Running the rules against a daemon', for the spec forms"
 
 
 class TargetNotInstalled(TargetError):
@@ -53,7 +53,7 @@ class TargetNotInstalled(TargetError):
 class TargetTimeout(TargetError):
     """The target sent nothing within the deadline."""
 
-    default_hint = "the daemon may be stuck; raise the timeout or read its stderr"
+    default_hint = "the daemon may be stuck; read its stderr, or give it more time with --reply-timeout"
 
 
 class TargetDied(TargetError):

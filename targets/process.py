@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import shutil
@@ -51,6 +52,15 @@ class _Tail:
         return data.decode(errors="replace")
 
 
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the suite dies, however it dies."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 class Daemon:
     """A daemon process in its own process group, output captured in bounded tails."""
 
@@ -96,6 +106,7 @@ class Daemon:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise TargetNotInstalled(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from targets.daemons import FD_PLACEHOLDER, REGISTRY
 from targets.errors import TargetSpecError
 
-EXEC_EXAMPLE = "exec:passthrough_ll -f -o source=/tmp /dev/fd/{fd}"
+EXEC_EXAMPLE = "exec:.build/bin/passthrough_ll -f -o source=/tmp /dev/fd/{fd}"
 #: Reserved kinds -> the argument after their colon (None: optional options).
 RESERVED: dict[str, str | None] = {
     "ref": None,

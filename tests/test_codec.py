@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from scapy.fields import MayEnd
 from scapy.packet import Packet
 
@@ -51,7 +51,6 @@ def test_codec_matches_scapy(cls: type[Packet]) -> None:
     assert k.size == fixed_size(cls)
     assert k is codec(cls)
 
-    @settings(max_examples=50, deadline=None)
     @given(packets(cls))
     def check(pkt: Packet) -> None:
         raw = bytes(pkt)

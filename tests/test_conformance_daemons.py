@@ -6,29 +6,13 @@ and none may fail: known daemon deviations show as XFAIL with their reason.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from targets.build import build_all
 from targets.daemons import REGISTRY
 from targets.errors import TargetError
 from targets.skip import require
-
-ROOT = Path(__file__).resolve().parent.parent
-RULE_LINE = re.compile(r"^(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\s+(FUSE-[A-Z]+-\d{3})", re.M)
-
-
-def run_conformance(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider", "-q",
-         f"--target={target}", *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+from tests.helpers import all_rules, rule_outcomes, run_conformance, tiny_daemon
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +30,10 @@ def test_rules_against_daemon(built: None, daemon: str) -> None:
     except TargetError as exc:
         require(False, f"machine lacks {daemon}: {exc.message}")
     result = run_conformance(daemon)
-    outcomes = RULE_LINE.findall(result.stdout)
+    found = rule_outcomes(result.stdout)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    rules = {rule for _, rule in outcomes}
-    assert {"FUSE-INIT-001", "FUSE-PROTO-001", "FUSE-READDIR-001"} <= rules, result.stdout[-3000:]
-    assert not [o for o, _ in outcomes if o in ("FAILED", "XPASS", "ERROR")], result.stdout[-3000:]
+    assert set(found) == all_rules(), f"rules without a result line: {all_rules() - set(found)}"
+    assert all(o <= {"PASSED", "SKIPPED", "XFAIL"} for o in found.values()), result.stdout[-3000:]
 
 
 @pytest.mark.parametrize(
@@ -71,6 +54,28 @@ def test_bad_target_is_one_line(spec: str, says: str) -> None:
 
 
 def test_silent_target_times_out_in_one_line() -> None:
-    result = run_conformance("exec:sleep 60 {fd}")
+    result = run_conformance("exec:sleep 60 {fd}", "--reply-timeout=1")
     assert result.returncode == 4
     assert "did not answer FUSE_INIT" in result.stderr, result.stderr
+
+
+def test_garbled_init_reply_is_one_line() -> None:
+    result = run_conformance(tiny_daemon(misbehave="init-garbage"), "--reply-timeout=2")
+    assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "reply.short" in result.stderr and "Traceback" not in result.stderr + result.stdout
+
+
+def test_notification_flood_cannot_stall_a_test() -> None:
+    result = run_conformance(tiny_daemon(misbehave="flood"), "--reply-timeout=1",
+                             "--rule=FUSE-GETATTR-001")
+    assert result.returncode == 1
+    assert "did not answer FUSE_GETATTR" in result.stdout, result.stdout[-2000:]
+
+
+def test_daemon_dying_mid_test_is_a_one_line_failure() -> None:
+    result = run_conformance(tiny_daemon(misbehave="die"), "--reply-timeout=2",
+                             "--rule=FUSE-GETATTR-001")
+    assert result.returncode == 1
+    assert "target died: python exited with status 3" in result.stdout, result.stdout[-2000:]
+    assert "dying on purpose" in result.stdout
+    assert "Traceback" not in result.stdout

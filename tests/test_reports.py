@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from scapy.packet import Raw
@@ -13,9 +12,7 @@ from protocol.layers import FuseEntryOut, FuseGetattrIn, FuseName, FuseOutHeader
 from protocol.session import KernelSession
 from reports.transcript import dissect, dump, read_pcap, write_pcap
 from targets.channel import Transcript
-from tests.test_conformance_daemons import run_conformance
-
-DAEMON = Path(__file__).resolve().parent / "fakes" / "tiny_daemon.py"
+from tests.helpers import run_conformance, tiny_daemon
 
 
 def exchange() -> Transcript:
@@ -44,8 +41,8 @@ def test_pcap_round_trip(tmp_path: Path) -> None:
 
 def test_allure_labels_and_exchange_on_failure(tmp_path: Path) -> None:
     results = tmp_path / "allure"
-    spec = f"exec:{sys.executable} {DAEMON} --bug wrong-unique {{fd}}"
-    run = run_conformance(spec, f"--alluredir={results}", "-k", "test_reply_echoes_unique")
+    run = run_conformance(tiny_daemon("wrong-unique"), f"--alluredir={results}",
+                          "--rule=FUSE-PROTO-001")
     assert run.returncode == 1, run.stdout[-2000:]
     [result] = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
     labels = {(label["name"], label["value"]) for label in result["labels"]}

@@ -31,7 +31,7 @@ from protocol.session import KernelSession
 def started(minor: int = 45) -> KernelSession:
     session = KernelSession()
     session.init()
-    reply = FuseOutHeader(unique=session._last_unique) / FuseInitOut(
+    reply = FuseOutHeader(unique=session.last_unique) / FuseInitOut(
         major=7, minor=minor, flags=c.FUSE_ASYNC_READ, max_write=65536)
     event = session.receive(bytes(reply))
     assert not event.findings and session.state == st.RUNNING
@@ -57,7 +57,7 @@ def test_init_request_bytes_at_old_minor_have_no_flags2() -> None:
 def test_clean_reply_has_no_findings() -> None:
     session = started()
     session.request(c.FUSE_LOOKUP, FuseName(name=b"a"))
-    reply = FuseOutHeader(unique=session._last_unique) / FuseEntryOut(
+    reply = FuseOutHeader(unique=session.last_unique) / FuseEntryOut(
         nodeid=5, attr=FuseAttr(ino=5, mode=0o100644))
     event = session.receive(bytes(reply))
     assert isinstance(event, Reply) and not event.findings
@@ -80,38 +80,38 @@ def test_clean_reply_has_no_findings() -> None:
 def test_malformed_getattr_replies(make, code: str) -> None:
     session = started()
     session.request(c.FUSE_GETATTR, FuseGetattrIn())
-    assert code in codes(session.receive(make(session._last_unique)))
+    assert code in codes(session.receive(make(session.last_unique)))
 
 
 def test_dirent_findings() -> None:
     session = started()
     session.request(c.FUSE_READDIR, FuseReadIn(size=4096))
     body = bytes(FuseDirentList(dirents=[FuseDirent(ino=1, off=1, type=4, name=b"a/b")]))
-    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / Raw(body[:-3])))
+    event = session.receive(bytes(FuseOutHeader(unique=session.last_unique) / Raw(body[:-3])))
     assert "reply.dirent-truncated" in codes(event)
     session.request(c.FUSE_READDIR, FuseReadIn(size=4096))
-    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / Raw(body)))
+    event = session.receive(bytes(FuseOutHeader(unique=session.last_unique) / Raw(body)))
     assert "reply.dirent-name" in codes(event)
 
 
 def test_read_longer_than_asked() -> None:
     session = started()
     session.request(c.FUSE_READ, FuseReadIn(size=4))
-    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / Raw(b"12345")))
+    event = session.receive(bytes(FuseOutHeader(unique=session.last_unique) / Raw(b"12345")))
     assert "reply.body-size" in codes(event)
 
 
 def test_write_reply_claims_more_than_sent() -> None:
     session = started()
     session.request(c.FUSE_WRITE, FuseWriteIn(size=3), Raw(b"abc"))
-    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / FuseWriteOut(size=4)))
+    event = session.receive(bytes(FuseOutHeader(unique=session.last_unique) / FuseWriteOut(size=4)))
     assert "reply.write-size" in codes(event)
 
 
 def test_compat_entry_size_after_old_minor() -> None:
     session = started(minor=8)
     session.request(c.FUSE_LOOKUP, FuseName(name=b"a"))
-    full = FuseOutHeader(unique=session._last_unique) / FuseEntryOut(attr=FuseAttr(mode=0o40755))
+    full = FuseOutHeader(unique=session.last_unique) / FuseEntryOut(attr=FuseAttr(mode=0o40755))
     assert "reply.body-size" in codes(session.receive(bytes(full)))
 
 
@@ -125,7 +125,7 @@ def test_write_request_is_cut_at_old_minor() -> None:
 def test_flags_not_offered() -> None:
     session = KernelSession()
     session.init(flags=c.FUSE_ASYNC_READ)
-    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / FuseInitOut(
+    event = session.receive(bytes(FuseOutHeader(unique=session.last_unique) / FuseInitOut(
         major=7, minor=45, flags=c.FUSE_ASYNC_READ | c.FUSE_POSIX_ACL, max_write=4096)))
     assert "init.flags-not-offered" in codes(event)
     assert session.negotiated is not None and session.negotiated.flags == c.FUSE_ASYNC_READ
@@ -134,7 +134,7 @@ def test_flags_not_offered() -> None:
 def test_wrong_major_refuses_the_session() -> None:
     session = KernelSession()
     session.init()
-    event = session.receive(bytes(FuseOutHeader(unique=session._last_unique) / FuseInitOut(major=8)))
+    event = session.receive(bytes(FuseOutHeader(unique=session.last_unique) / FuseInitOut(major=8)))
     assert "init.major" in codes(event) and session.state == st.AWAIT_INIT
 
 
@@ -170,7 +170,7 @@ def test_forget_is_not_pending() -> None:
 def test_interrupt_uses_the_targets_unique_with_bit_0() -> None:
     session = started()
     session.request(c.FUSE_GETATTR, FuseGetattrIn())
-    target = session._last_unique
+    target = session.last_unique
     data = session.interrupt(target)
     assert FuseInHeader(data).unique == target | 1
     assert "reply.interrupt-body" in codes(
@@ -180,7 +180,7 @@ def test_interrupt_uses_the_targets_unique_with_bit_0() -> None:
 def test_interrupt_reply_with_any_errno_is_accepted() -> None:
     session = started()
     session.request(c.FUSE_GETATTR, FuseGetattrIn())
-    target = session._last_unique
+    target = session.last_unique
     session.interrupt(target)
     assert not session.receive(bytes(FuseOutHeader(unique=target | 1, error=-4))).findings
 
@@ -188,7 +188,7 @@ def test_interrupt_reply_with_any_errno_is_accepted() -> None:
 def test_security_context_extension_is_appended_when_agreed() -> None:
     session = KernelSession()
     session.init()
-    session.receive(bytes(FuseOutHeader(unique=session._last_unique) / FuseInitOut(
+    session.receive(bytes(FuseOutHeader(unique=session.last_unique) / FuseInitOut(
         major=7, minor=45, flags=c.FUSE_INIT_EXT, flags2=c.FUSE_SECURITY_CTX >> 32, max_write=4096)))
     from protocol.layers import FuseMkdirIn
 
@@ -215,7 +215,7 @@ def out(unique: int, body: bytes = b"", error: int = 0) -> bytes:
 
 def reply_to(session: KernelSession, opcode: int, *layers, body: bytes = b"", error: int = 0):
     session.request(opcode, *layers)
-    return session.receive(out(session._last_unique, body, error))
+    return session.receive(out(session.last_unique, body, error))
 
 
 @pytest.mark.parametrize("size", [0, 4, 12, 100])
@@ -229,7 +229,7 @@ def test_short_init_replies_are_zero_filled_as_the_kernel_does(size: int) -> Non
     session = KernelSession()
     session.init()
     body = bytes(FuseInitOut(major=7, minor=31, max_write=8192))[:size]
-    event = session.receive(out(session._last_unique, body))
+    event = session.receive(out(session.last_unique, body))
     assert not event.findings and session.state == st.RUNNING
 
 
@@ -260,11 +260,11 @@ def test_cuse_init_needs_the_whole_struct() -> None:
 
     session = KernelSession()
     session.request(c.CUSE_INIT, CuseInitIn(major=7, minor=45), nodeid=0)
-    event = session.receive(out(session._last_unique, bytes(CuseInitOut())[:40]))
+    event = session.receive(out(session.last_unique, bytes(CuseInitOut())[:40]))
     assert "reply.body-size" in codes(event)
     session.request(c.CUSE_INIT, CuseInitIn(major=7, minor=45), nodeid=0)
     good = bytes(CuseInitOut(major=7, minor=45)) + b"DEVNAME=x\0"
-    assert not session.receive(out(session._last_unique, good)).findings
+    assert not session.receive(out(session.last_unique, good)).findings
 
 
 def test_ioctl_reply_bounded_by_out_size() -> None:
@@ -272,7 +272,10 @@ def test_ioctl_reply_bounded_by_out_size() -> None:
 
     event = reply_to(started(), c.FUSE_IOCTL, FuseIoctlIn(out_size=4),
                      body=bytes(FuseIoctlOut()) + b"12345678")
-    assert "reply.body-size" in codes(event)
+    assert "reply.ioctl-size" in codes(event)
+    huge = reply_to(started(), c.FUSE_IOCTL, FuseIoctlIn(out_size=4),
+                    body=bytes(FuseIoctlOut()) + b"x" * 5000)
+    assert "reply.body-size" in codes(huge)  # past the kernel's page: EINVAL
     assert not reply_to(started(), c.FUSE_IOCTL, FuseIoctlIn(out_size=4),
                         body=bytes(FuseIoctlOut()) + b"1234").findings
 
@@ -304,3 +307,20 @@ def test_copy_reply_more_than_asked() -> None:
     event = reply_to(started(), c.FUSE_COPY_FILE_RANGE_64, FuseCopyFileRangeIn(len=10),
                      body=bytes(FuseCopyFileRangeOut(bytes_copied=11)))
     assert "reply.copy-size" in codes(event)
+
+
+def test_ioctl_retry_iovecs_are_decoded_and_counted() -> None:
+    from protocol.layers import FuseIoctlIn, FuseIoctlIovec, FuseIoctlOut
+
+    session = started()
+    request = FuseIoctlIn(flags=c.FUSE_IOCTL_UNRESTRICTED, out_size=64)
+    retry = FuseIoctlOut(flags=c.FUSE_IOCTL_RETRY, in_iovs=1, out_iovs=1)
+    iovecs = bytes(FuseIoctlIovec(base=0x1000, len=8)) + bytes(FuseIoctlIovec(base=0x2000, len=4))
+    event = reply_to(session, c.FUSE_IOCTL, request, body=bytes(retry) + iovecs)
+    assert not event.findings
+    assert [int(v.base) for v in event.packet.iterpayloads() if isinstance(v, FuseIoctlIovec)] == [
+        0x1000, 0x2000]
+    short = reply_to(session, c.FUSE_IOCTL, request, body=bytes(retry) + iovecs[:16])
+    assert "reply.ioctl-retry" in codes(short)
+    restricted = reply_to(session, c.FUSE_IOCTL, FuseIoctlIn(out_size=64), body=bytes(retry) + iovecs)
+    assert "reply.ioctl-retry" in codes(restricted)

@@ -44,7 +44,7 @@ def test_registry_name_with_options() -> None:
         ("   ", "empty target spec", "passthrough_ll"),
         ("exec:", "needs a command", "/dev/fd/{fd}"),
         ("exec", "needs a command", "/dev/fd/{fd}"),
-        ("exec:hello_ll -f /mnt", "no {fd} placeholder", "exec:passthrough_ll -f"),
+        ("exec:hello_ll -f /mnt", "no {fd} placeholder", "exec:.build/bin/passthrough_ll -f"),
         ("exec:hello_ll '/dev/fd/{fd}", "cannot split", "/dev/fd/{fd}"),
         ("nosuchfs", "unknown target 'nosuchfs'", "fuse-overlayfs"),
         ("Hello_ll", "unknown target", "hello_ll"),

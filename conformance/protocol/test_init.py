@@ -6,8 +6,11 @@ import pytest
 
 from conformance.checks import assert_well_formed, errno_name
 from conformance.rules import rule
+from conformance.walk import some_entry
 from protocol import constants as c
 from protocol.layers.base import fixed_size
+from protocol.layers.structs import FuseGetattrIn
+from protocol.layers.variable import FuseName
 from protocol.sizes import init_out_class
 from targets.connection import KernelConnection
 
@@ -26,7 +29,7 @@ def test_init_reply_version(conn: KernelConnection) -> None:
     assert body.minor >= 1, f"minor {body.minor}"
 
 
-@pytest.mark.parametrize("offered", [45, 36, 23, 22, 12, 9, 5])
+@pytest.mark.parametrize("offered", [45, 36, 23, 22, 12, 9, 5, 4])
 @rule("FUSE-INIT-002",
       "The INIT reply fits the fuse_init_out of the offered minor (64 bytes from 7.23, "
       "24 bytes before, 8 before 7.5)",
@@ -52,11 +55,14 @@ def test_compat_sizes_after_old_minor(conn: KernelConnection, offered: int) -> N
     reply = conn.init(minor=offered, flags=c.FUSE_ASYNC_READ | c.FUSE_POSIX_LOCKS)
     if reply.error:
         pytest.skip(f"not applicable: the server refuses minor 7.{offered}")
-    from protocol.layers.structs import FuseGetattrIn
-
     attr = conn.call(c.FUSE_GETATTR, FuseGetattrIn())
     assert attr.ok, f"GETATTR of the root answered {errno_name(attr.error)}"
     assert_well_formed(attr, "reply.body-size")
+    entry = some_entry(conn)
+    if entry is not None:
+        lookup = conn.call(c.FUSE_LOOKUP, FuseName(name=entry.name))
+        assert lookup.ok, f"LOOKUP of listed name {entry.name!r} answered {errno_name(lookup.error)}"
+        assert_well_formed(lookup, "reply.body-size")
 
 
 @rule("FUSE-INIT-004",

@@ -6,8 +6,9 @@ import stat
 
 from conformance.checks import assert_well_formed, errno_name
 from conformance.rules import rule
+from conformance.walk import list_directory
 from protocol import constants as c
-from protocol.layers.structs import FuseGetattrIn, FuseOpenIn, FuseReadIn, FuseReleaseIn
+from protocol.layers.structs import FuseGetattrIn
 from protocol.layers.variable import FuseName
 from targets.connection import KernelConnection
 
@@ -45,24 +46,9 @@ def test_getattr_root(ready: KernelConnection) -> None:
       source="POSIX readdir(3): if '.' or '..' exist, one entry each is returned; "
              "linux fs/fuse/readdir.c parse_dirfile")
 def test_readdir_root(ready: KernelConnection) -> None:
-    opened = ready.call(c.FUSE_OPENDIR, FuseOpenIn(flags=0o200000))
-    assert opened.ok and opened.body is not None, f"OPENDIR answered {errno_name(opened.error)}"
-    fh = opened.body.fh
-    names: list[bytes] = []
-    types: dict[bytes, int] = {}
-    offset = 0
-    for _ in range(64):
-        reply = ready.call(c.FUSE_READDIR, FuseReadIn(fh=fh, offset=offset, size=4096))
-        assert reply.ok, f"READDIR answered {errno_name(reply.error)}"
-        assert_well_formed(reply)
-        dirents = reply.body.dirents if reply.body is not None else []
-        if not dirents:
-            break
-        for dirent in dirents:
-            names.append(dirent.getfieldval("name"))
-            types[names[-1]] = int(dirent.type)
-        offset = int(dirents[-1].off)
-    ready.call(c.FUSE_RELEASEDIR, FuseReleaseIn(fh=fh))
+    entries = list_directory(ready)
+    names = [entry.name for entry in entries]
+    types = {entry.name: entry.type for entry in entries}
     repeated = sorted({n for n in names if names.count(n) > 1})
     assert not repeated, f"names listed more than once: {repeated[:10]}"
     assert (b"." in types) == (b".." in types), (

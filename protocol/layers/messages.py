@@ -48,6 +48,7 @@ from protocol.layers.structs import (
     FuseInitOut,
     FuseInterruptIn,
     FuseIoctlIn,
+    FuseIoctlIovec,
     FuseIoctlOut,
     FuseLinkIn,
     FuseLkIn,
@@ -231,6 +232,7 @@ def _bind() -> None:
         if len(opcodes) == 1:  # building FuseInHeader()/cls() fills in the opcode
             bind_top_down(FuseInHeader, cls, opcode=opcodes[0])
     bind_layers(FuseForgetOne, FuseForgetOne)
+    bind_layers(FuseIoctlIovec, FuseIoctlIovec)  # a RETRY reply: in_iovs + out_iovs of them
     bind_layers(FuseRemovemappingOne, FuseRemovemappingOne)
 
 

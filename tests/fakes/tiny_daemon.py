@@ -1,4 +1,4 @@
-"""A tiny FUSE daemon (one empty root directory) that can break one rule on purpose.
+"""A tiny FUSE daemon (a root directory with one file) that can break one rule on purpose.
 
 Run as ``python tiny_daemon.py [--bug NAME] FD``: it serves FUSE on fd FD (one
 request per datagram), so the conformance suite can prove that each injected
@@ -34,55 +34,83 @@ from protocol.layers import (
     FuseReadIn,
     FuseStatfsOut,
 )
-from protocol.layers.compat import FuseAttrOutCompat, FuseEntryOutCompat
+from protocol.layers.base import fixed_size
+from protocol.sizes import reply_layers_at
 
+FILE_NODEID = 2
+FILE_NAME = b"hello"
+
+#: bug name -> the rule that must catch it
 BUGS = {
+    "minor-zero": "FUSE-INIT-001",  # INIT reply minor 0
+    "init-full-size": "FUSE-INIT-002",  # 64-byte INIT reply to a kernel older than 7.23
+    "no-compat": "FUSE-INIT-003",  # full-size attr_out and entry_out below 7.9
+    "newer-major-error": "FUSE-INIT-004",  # INIT major 8 answered EPROTO
+    "accept-old-major": "FUSE-INIT-005",  # INIT major 6 accepted
+    "extra-flags": "FUSE-INIT-006",  # INIT reply adds FUSE_POSIX_ACL, offered or not
+    "small-max-write": "FUSE-INIT-007",  # max_write 1024
+    "zero-max-pages": "FUSE-INIT-008",  # FUSE_MAX_PAGES with max_pages 0
+    "second-init-ok": "FUSE-INIT-009",  # a second INIT accepted
     "wrong-unique": "FUSE-PROTO-001",  # GETATTR replies carry unique + 2
     "len-lie": "FUSE-PROTO-002",  # STATFS reply's len field is 4 bytes short
     "error-with-body": "FUSE-PROTO-003",  # LOOKUP's ENOENT carries a body
+    "statfs-short": "FUSE-PROTO-004",  # STATFS answers the 48-byte pre-7.4 layout
     "no-enosys": "FUSE-PROTO-005",  # unknown opcodes get EINVAL
     "serve-before-init": "FUSE-PROTO-006",  # requests before INIT are served
-    "extra-flags": "FUSE-INIT-006",  # INIT reply adds FUSE_POSIX_ACL, offered or not
-    "no-compat": "FUSE-INIT-003",  # full-size attr_out at minor < 9
-    "no-dotdot": "FUSE-READDIR-001",  # READDIR lists '.' only
-    "root-is-file": "FUSE-GETATTR-001",  # the root's mode is a regular file
-    "destroy-body": "FUSE-DESTROY-001",  # DESTROY's reply carries 8 bytes
+    "reply-forget": "FUSE-PROTO-007",  # FORGET is answered
     "lose-pipelined": "FUSE-PROTO-008",  # the 4th GETATTR in a row is never answered
+    "absent-eio": "FUSE-LOOKUP-001",  # LOOKUP of an absent name answers EIO
+    "root-is-file": "FUSE-GETATTR-001",  # the root's mode is a regular file
+    "no-dotdot": "FUSE-READDIR-001",  # READDIR lists '.' only
+    "destroy-body": "FUSE-DESTROY-001",  # DESTROY's reply carries 8 bytes
 }
 
 
+#: harness-level misbehaviour (not rule bugs): what the suite itself must survive
+MISBEHAVIOURS = ("init-garbage", "flood", "die")
+
+
 class TinyDaemon:
-    def __init__(self, bug: str | None) -> None:
+    def __init__(self, bug: str | None, misbehave: str | None = None) -> None:
         self.bug = bug
-        self.minor = 0
+        self.misbehave = misbehave
+        self.minor = 0  # negotiated; 0 before INIT
         self.getattrs = 0  # GETATTRs in a row
 
     def handle(self, request: Packet) -> bytes | None:
         op, unique = int(request.opcode), int(request.unique)
-        if op in (c.FUSE_FORGET, c.FUSE_BATCH_FORGET):
+        if self.misbehave == "init-garbage" and op == c.FUSE_INIT:
+            return b"\x03\x00\x00"
+        if self.minor and op == c.FUSE_GETATTR and self.misbehave == "die":
+            sys.stderr.write("tiny_daemon: dying on purpose\n")
+            raise SystemExit(3)
+        if op == c.FUSE_FORGET:
+            return self.ok(unique) if self.bug == "reply-forget" else None
+        if op == c.FUSE_BATCH_FORGET:
             return None
         if op == c.FUSE_INIT:
             return self.init(request, unique)
         if not self.minor and self.bug != "serve-before-init":
             return self.error(unique, errno.EIO)
         self.getattrs = self.getattrs + 1 if op == c.FUSE_GETATTR else 0
-        if op == c.FUSE_GETATTR and self.bug == "lose-pipelined" and self.getattrs == 4:
-            return None
         if op == c.FUSE_GETATTR:
-            cls = FuseAttrOutCompat if self.minor < 9 and self.bug != "no-compat" else FuseAttrOut
-            attr = FuseAttrOut(attr_valid=1, attr=self.root_attr())
-            body = bytes(attr)[: cls and _size(cls)]
-            return self.ok(unique + (2 if self.bug == "wrong-unique" else 0), Raw(body))
+            if self.bug == "lose-pipelined" and self.getattrs == 4:
+                return None
+            attr = FuseAttrOut(attr_valid=1, attr=self.attr(int(request.nodeid)))
+            return self.sized(unique + (2 if self.bug == "wrong-unique" else 0), op, attr)
         if op == c.FUSE_LOOKUP:
             name = bytes(request.payload)[:-1]
-            if name in (b".", b".."):
-                entry = FuseEntryOut(nodeid=1, attr=self.root_attr())
-                size = _size(FuseEntryOutCompat) if self.minor < 9 else _size(FuseEntryOut)
-                return self.ok(unique, Raw(bytes(entry)[:size]))
+            if name == FILE_NAME:
+                return self.sized(unique, op, FuseEntryOut(nodeid=FILE_NODEID,
+                                                           attr=self.attr(FILE_NODEID)))
+            if self.bug == "absent-eio":
+                return self.error(unique, errno.EIO)
             body = b"\0" * 8 if self.bug == "error-with-body" else b""
             return bytes(FuseOutHeader(unique=unique, error=-errno.ENOENT) / Raw(body))
         if op == c.FUSE_STATFS:
             data = self.ok(unique, FuseStatfsOut(st=FuseKstatfs(bsize=4096, namelen=255)))
+            if self.bug == "statfs-short":
+                data = struct.pack("<I", 16 + 48) + data[4:16 + 48]
             if self.bug == "len-lie":
                 data = struct.pack("<I", len(data) - 4) + data[4:]
             return data
@@ -90,9 +118,11 @@ class TinyDaemon:
             return self.ok(unique, FuseOpenOut(fh=7))
         if op == c.FUSE_READDIR:
             offset = int(request[FuseReadIn].offset)
-            names = [b"."] if self.bug == "no-dotdot" else [b".", b".."]
-            dirents = [FuseDirent(ino=1, off=i + 1, type=4, name=n)
-                       for i, n in enumerate(names) if i >= offset]
+            names = [(b".", 1, 4), (b"..", 1, 4), (FILE_NAME, FILE_NODEID, 8)]
+            if self.bug == "no-dotdot":
+                del names[1]
+            dirents = [FuseDirent(ino=ino, off=i + 1, type=kind, name=name)
+                       for i, (name, ino, kind) in enumerate(names) if i >= offset]
             return self.ok(unique, FuseDirentList(dirents=dirents)) if dirents else self.ok(unique)
         if op == c.FUSE_DESTROY and self.bug == "destroy-body":
             return self.ok(unique, Raw(b"\0" * 8))
@@ -105,25 +135,40 @@ class TinyDaemon:
             return self.error(unique, errno.EPROTO)
         offer = request[FuseInitIn]
         major = int(offer.major)
-        if major < 7:
+        if major < 7 and self.bug != "accept-old-major":
             return self.error(unique, errno.EPROTO)
         if major > 7:
+            if self.bug == "newer-major-error":
+                return self.error(unique, errno.EPROTO)
             return self.ok(unique, FuseInitOut(major=7, minor=45))
-        if self.minor:
+        if self.minor and self.bug != "second-init-ok":
             return self.error(unique, errno.EIO)
         kernel_minor = int(offer.minor)
         self.minor = min(kernel_minor, 45)
-        flags = int(offer.flags) & c.FUSE_ASYNC_READ
+        flags = int(offer.flags) & (c.FUSE_ASYNC_READ | c.FUSE_MAX_PAGES)
         if self.bug == "extra-flags":
             flags |= c.FUSE_POSIX_ACL
-        reply = FuseInitOut(major=7, minor=45, max_readahead=min(int(offer.max_readahead), 65536),
-                            flags=flags, max_write=65536)
+        reply = FuseInitOut(major=7, minor=0 if self.bug == "minor-zero" else 45,
+                            max_readahead=min(int(offer.max_readahead), 65536), flags=flags,
+                            max_write=1024 if self.bug == "small-max-write" else 65536,
+                            max_pages=0 if self.bug == "zero-max-pages" else 16)
         size = 8 if kernel_minor < 5 else 24 if kernel_minor < 23 else 64
+        if self.bug == "init-full-size":
+            size = 64
         return self.ok(unique, Raw(bytes(reply)[:size]))
 
-    def root_attr(self) -> FuseAttr:
+    def attr(self, nodeid: int) -> FuseAttr:
+        if nodeid == FILE_NODEID:
+            return FuseAttr(ino=FILE_NODEID, mode=0o100644, nlink=1, size=5, blksize=4096)
         mode = 0o100644 if self.bug == "root-is-file" else 0o40755
         return FuseAttr(ino=1, mode=mode, nlink=2, blksize=4096)
+
+    def sized(self, unique: int, opcode: int, body: Packet) -> bytes:
+        """A reply cut to the layout of the negotiated minor (compat sizes)."""
+        size = fixed_size(reply_layers_at(opcode, self.minor)[0])
+        if self.bug == "no-compat":
+            size = len(bytes(body))
+        return self.ok(unique, Raw(bytes(body)[:size]))
 
     @staticmethod
     def ok(unique: int, body: Packet | None = None) -> bytes:
@@ -135,24 +180,24 @@ class TinyDaemon:
         return bytes(FuseOutHeader(unique=unique, error=-code))
 
 
-def _size(cls: type[Packet]) -> int:
-    from protocol.layers.base import fixed_size
-
-    return fixed_size(cls)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bug", choices=sorted(BUGS))
+    parser.add_argument("--misbehave", choices=MISBEHAVIOURS)
     parser.add_argument("fd", type=int)
     args = parser.parse_args()
     sock = socket.socket(fileno=args.fd)
-    daemon = TinyDaemon(args.bug)
+    daemon = TinyDaemon(args.bug, args.misbehave)
+    epoch = bytes(FuseOutHeader(unique=0, error=c.FUSE_NOTIFY_INC_EPOCH))
     while True:
         data = sock.recv(1 << 21)
         if not data:
             return 0
-        reply = daemon.handle(FuseInHeader(data))
+        request = FuseInHeader(data)
+        if args.misbehave == "flood" and daemon.minor and request.opcode == c.FUSE_GETATTR:
+            while True:  # notifications, and never the reply
+                sock.send(epoch)
+        reply = daemon.handle(request)
         if reply is not None:
             sock.send(reply)
 

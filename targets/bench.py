@@ -1,4 +1,4 @@
-"""How fast the layer talks to a real daemon: ``python -m protocol.bench [--seconds S]``.
+"""How fast the layer talks to a real daemon: ``python -m targets.bench [--seconds S]``.
 
 After INIT, GETATTR of the root is sent and answered in a tight loop (send,
 receive, decode the header, check ``unique``/``error``/``len``) over one
@@ -8,8 +8,8 @@ SEQPACKET socketpair to one libfuse daemon, three ways in turn:
 (b) full scapy: ``FuseInHeader()/FuseGetattrIn()`` built, the reply dissected;
 (c) a C client compiled now against the system ``linux/fuse.h``, handed the socket.
 
-The goal is (a)/(c) >= 0.9.  This is the one module of ``protocol/`` that does
-I/O; it reaches the daemon through ``targets`` (imported when run).
+The goal is (a)/(c) >= 0.9.  It lives in ``targets/`` because it does I/O; the
+whole run is bounded by an alarm, so a stuck daemon cannot hang it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -29,7 +30,11 @@ from pathlib import Path
 from protocol import constants as c
 from protocol.codec import codec
 from protocol.layers.header import FuseInHeader, FuseOutHeader
-from protocol.layers.structs import FuseAttrOut, FuseGetattrIn, FuseInitIn, FuseInitOut
+from protocol.layers.structs import FuseAttrOut, FuseGetattrIn
+from targets.channel import SeqpacketChannel
+from targets.connection import KernelConnection
+from targets.errors import TargetError
+from targets.exec import ExecTarget
 
 GOAL = 0.9
 BATCH = 256  # round trips between two looks at the clock
@@ -179,22 +184,14 @@ def build_client(workdir: Path) -> Path:
     return binary
 
 
-def init(sock: socket.socket) -> tuple[int, int]:
-    """Send INIT (unique 2) and return the daemon's (major, minor)."""
-    flags = c.FUSE_INIT_EXT | c.FUSE_ASYNC_READ | c.FUSE_BIG_WRITES | c.FUSE_MAX_PAGES
-    request = FuseInHeader(unique=2) / FuseInitIn(
-        major=c.FUSE_KERNEL_VERSION, minor=c.FUSE_KERNEL_MINOR_VERSION,
-        max_readahead=1 << 17, flags=flags & 0xFFFFFFFF,
-    )
-    sock.settimeout(10)
-    sock.send(bytes(request))
-    data = sock.recv(RECV_SIZE)
-    sock.settimeout(None)
-    head = FuseOutHeader(data[:16])
-    if head.unique != 2 or head.error:
-        raise RuntimeError(f"INIT failed: {head.summary()}")
-    body = FuseInitOut(data[16:].ljust(64, b"\0"))
-    return body.major, body.minor
+def init(channel: SeqpacketChannel) -> tuple[int, int, int]:
+    """INIT through a KernelSession; the daemon's (major, minor) and the last unique used."""
+    conn = KernelConnection(channel, timeout=10)
+    reply = conn.init(flags=c.FUSE_INIT_EXT | c.FUSE_ASYNC_READ | c.FUSE_BIG_WRITES
+                      | c.FUSE_MAX_PAGES)
+    if not reply.ok or reply.body is None:
+        raise RuntimeError(f"INIT failed: error {reply.error}")
+    return int(reply.body.major), int(reply.body.minor), conn.session.last_unique
 
 
 def encode_decode_cost(rounds: int = 20000) -> tuple[float, float]:
@@ -226,16 +223,14 @@ def _pin(enabled: bool) -> set[int] | None:
 
 def measure(target: str, seconds: float, rounds: int) -> dict[str, float]:
     """Median req/s of each way over ``rounds`` interleaved rounds; prints as it goes."""
-    from targets.exec import ExecTarget
-
     with tempfile.TemporaryDirectory(prefix="fusecheck-bench-") as tmp, ExecTarget(target) as t:
         binary = build_client(Path(tmp))
         sock = t.channel.sock
-        major, minor = init(sock)
+        major, minor, unique = init(t.channel)
         pid = t.daemon.pid if t.daemon else "?"
         print(f"{target} (pid {pid}) answered INIT with {major}.{minor}; GETATTR of the root, "
               f"{rounds} rounds of {seconds:g} s per way")
-        loop = Loop(sock, unique=2)
+        loop = Loop(sock, unique=unique)
         loop.fast(min(0.3, seconds))  # warm up the daemon and the caches
         ways: dict[str, Callable[[], tuple[int, float]]] = {
             "(a) fast path (codec)": lambda: loop.fast(seconds),
@@ -254,17 +249,22 @@ def measure(target: str, seconds: float, rounds: int) -> dict[str, float]:
     return {label[:3]: statistics.median(seen) for label, seen in rates.items()}
 
 
+def _overrun(signum: int, frame: object) -> None:
+    raise RuntimeError("the bench ran past its time budget: is the daemon stuck?")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m protocol.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m targets.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="per way and round (default 1)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--target", default="hello_ll", help="daemon to ask (default hello_ll)")
     parser.add_argument("--no-pin", action="store_true", help="do not run everything on one CPU")
     args = parser.parse_args(argv)
 
-    from targets.errors import TargetError
-
     old_cpus = _pin(not args.no_pin)
+    budget = int(args.rounds * args.seconds * 3 + 60)  # three ways, plus builds and start-up
+    signal.signal(signal.SIGALRM, _overrun)
+    signal.alarm(budget)
     try:
         if old_cpus is not None:
             print(f"pinned to CPU {max(old_cpus)}: this process, the daemon and the C client")
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     finally:
+        signal.alarm(0)
         if old_cpus is not None:
             os.sched_setaffinity(0, old_cpus)
     fast_cpu, scapy_cpu = encode_decode_cost()

@@ -1,0 +1,48 @@
+"""What several self-tests share: running the conformance suite as a user would."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import conformance.protocol
+from conformance.rules import RULES
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_DAEMON = ROOT / "tests" / "fakes" / "tiny_daemon.py"
+RULE_LINE = re.compile(r"^(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\s+(FUSE-[A-Z]+-\d{3})", re.M)
+
+
+def run_conformance(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``pytest conformance --target=TARGET EXTRA...`` in a child process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider", "-q",
+         f"--target={target}", *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def rule_outcomes(stdout: str) -> dict[str, set[str]]:
+    """Rule id -> the outcomes its summary lines show."""
+    found: dict[str, set[str]] = {}
+    for outcome, rule in RULE_LINE.findall(stdout):
+        found.setdefault(rule, set()).add(outcome)
+    return found
+
+
+def all_rules() -> set[str]:
+    """Every rule id the conformance modules declare (importing them fills RULES)."""
+    for module in pkgutil.iter_modules(conformance.protocol.__path__):
+        importlib.import_module(f"conformance.protocol.{module.name}")
+    return set(RULES)
+
+
+def tiny_daemon(bug: str | None = None, misbehave: str | None = None) -> str:
+    """The exec: spec of the tiny daemon, with one injected bug (or misbehaviour) or none."""
+    flags = (f"--bug {bug} " if bug else "") + (f"--misbehave {misbehave} " if misbehave else "")
+    return f"exec:{sys.executable} {TINY_DAEMON} {flags}{{fd}}"
