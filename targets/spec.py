@@ -7,6 +7,7 @@ optional ``:key=val,flag`` options, and the reserved ``ref``, ``mount:PATH``,
 
 from __future__ import annotations
 
+import difflib
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -104,4 +105,7 @@ def parse_spec(text: str, *, allow_reserved: bool = False) -> TargetSpec:
                 hint=f"supported now: exec:COMMAND, {', '.join(REGISTRY)}",
             )
         return parsed
-    raise TargetSpecError(f"unknown target {head!r}", hint=f"known: {known_forms()}")
+    close = difflib.get_close_matches(head, [*REGISTRY, *RESERVED, "exec"], n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    raise TargetSpecError(f"unknown target {head!r}",
+                          hint=f"{guess}supported now: exec:COMMAND, {', '.join(REGISTRY)}")
