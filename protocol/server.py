@@ -22,7 +22,7 @@ from protocol.layers.base import fixed_size
 from protocol.layers.header import FUSE_IN_HEADER_SIZE, FuseInHeader, FuseOutHeader
 from protocol.layers.messages import NO_REPLY, REQUEST_LAYERS
 from protocol.layers.structs import FuseInitIn, FuseInitOut
-from protocol.session import Negotiated
+from protocol.session import Negotiated, NegotiatedSizes
 from protocol.sizes import init_out_class, reply_layers_at, request_layers_at
 
 KERNEL = "linux fs/fuse/dev.c fuse_dev_do_read and the fuse_* request builders"
@@ -33,7 +33,7 @@ _NAMES = {c.FUSE_LOOKUP: 1, c.FUSE_UNLINK: 1, c.FUSE_RMDIR: 1, c.FUSE_REMOVEXATT
 
 
 @dataclass
-class DaemonSession:
+class DaemonSession(NegotiatedSizes):
     """Plays the daemon: ``receive`` a request, ``reply`` to it."""
 
     minor: int = c.FUSE_KERNEL_MINOR_VERSION
@@ -46,14 +46,6 @@ class DaemonSession:
     kernel_minor: int = 0
     negotiated: Negotiated | None = None
     pending: dict[int, int] = field(default_factory=dict)  # unique -> opcode
-
-    @property
-    def proto_minor(self) -> int:
-        return self.negotiated.minor if self.negotiated else self.minor
-
-    @property
-    def proto_flags(self) -> int:
-        return self.negotiated.flags if self.negotiated else 0
 
     def receive(self, data: bytes) -> Request:
         """Decode one request and say what is wrong with it."""

@@ -77,8 +77,25 @@ class Pending:
     packet: Packet
 
 
+class NegotiatedSizes:
+    """What both roles read off INIT: the minor and flags that size every message now."""
+
+    minor: int
+    negotiated: Negotiated | None
+
+    @property
+    def proto_minor(self) -> int:
+        """The negotiated minor, or this side's own before INIT."""
+        return self.negotiated.minor if self.negotiated else self.minor
+
+    @property
+    def proto_flags(self) -> int:
+        """The negotiated flags (64 bits), or none before INIT."""
+        return self.negotiated.flags if self.negotiated else 0
+
+
 @dataclass
-class KernelSession:
+class KernelSession(NegotiatedSizes):
     """Plays the kernel: builds requests and judges the daemon's replies."""
 
     minor: int = c.FUSE_KERNEL_MINOR_VERSION
@@ -104,15 +121,6 @@ class KernelSession:
     def next_unique(self) -> int:
         self._last_unique += c.FUSE_REQ_ID_STEP
         return self._last_unique
-
-    @property
-    def proto_minor(self) -> int:
-        """The minor that sizes messages now: negotiated, or the offered one before INIT."""
-        return self.negotiated.minor if self.negotiated else self.minor
-
-    @property
-    def proto_flags(self) -> int:
-        return self.negotiated.flags if self.negotiated else 0
 
     def init(self, *, major: int = c.FUSE_KERNEL_VERSION, minor: int | None = None,
              flags: int | None = None, max_readahead: int | None = None) -> bytes:

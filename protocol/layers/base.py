@@ -52,19 +52,6 @@ class FlagsIntField(LEIntField):
         return flag_repr(x, self.bit_names)
 
 
-class FlagsLongField(LELongField):
-    """A little-endian u64 of flag bits, shown by name."""
-
-    __slots__ = ["bit_names"]
-
-    def __init__(self, name: str, default: int, names: dict[int, str]) -> None:
-        super().__init__(name, default)
-        self.bit_names = names
-
-    def i2repr(self, pkt: Packet | None, x: Any) -> str:
-        return flag_repr(x, self.bit_names)
-
-
 def flag_repr(value: int | None, names: dict[int, str]) -> str:
     """``FOPEN_DIRECT_IO|FOPEN_KEEP_CACHE`` for 3; unknown bits in hex."""
     if value is None:
