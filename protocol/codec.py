@@ -4,7 +4,8 @@ The format and the field names come from the scapy class (``struct_format``,
 ``flat_names``), so the class stays the one definition.  Fields are named flat:
 ``attr.ino`` for a nested member, ``unused[3]`` for an array element, e.g.
 ``codec(FuseInHeader).pack(len=40, opcode=FUSE_GETATTR, unique=2, nodeid=1)``.
-In a hot loop use the precompiled ``codec(cls).struct`` with positional values.
+In a hot loop use the precompiled ``codec(cls).struct`` with positional values,
+or pack a template once and patch the fields that change with ``field(name)``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ Writable = bytearray | memoryview
 class Codec:
     """Packs and unpacks one fixed-size class; ``size`` is its ``sizeof``."""
 
-    __slots__ = ("_defaults", "_index", "cls", "names", "size", "struct")
+    __slots__ = ("_defaults", "_formats", "_index", "cls", "names", "size", "struct")
 
     def __init__(self, cls: type[Packet]) -> None:
         self.cls = cls
@@ -33,6 +34,7 @@ class Codec:
         self.names: tuple[str, ...] = tuple(flat_names(cls))
         self._index = {name: i for i, name in enumerate(self.names)}
         formats = _format_chars(self.struct.format)
+        self._formats = formats
         self._defaults: tuple[Any, ...] = tuple(b"" if f.endswith("s") else 0 for f in formats)
         if len(self._defaults) != len(self.names):
             raise TypeError(f"{cls.__name__}: {len(formats)} formats for {len(self.names)} names")
@@ -55,6 +57,15 @@ class Codec:
     def pack_into(self, buffer: Writable, offset: int = 0, /, **fields: Any) -> None:
         """Write the struct into ``buffer`` at ``offset``; missing fields are 0."""
         self.struct.pack_into(buffer, offset, *self.values(**fields))
+
+    def field(self, name: str) -> tuple[struct.Struct, int]:
+        """A precompiled struct for one field and its offset: ``s.pack_into(buf, off, v)``."""
+        try:
+            index = self._index[name]
+        except KeyError:
+            raise TypeError(f"{self.cls.__name__} has no field {name!r}") from None
+        offset = struct.calcsize("<" + "".join(self._formats[:index]))
+        return struct.Struct("<" + self._formats[index]), offset
 
     def unpack(self, data: Readable, offset: int = 0) -> tuple[Any, ...]:
         """Field values in ``names`` order, read from ``data`` at ``offset`` (may be longer)."""

@@ -91,3 +91,14 @@ def test_flat_names_of_nested_and_arrays() -> None:
 def test_variable_parts_have_no_codec(cls: type[Packet]) -> None:
     with pytest.raises(TypeError):
         codec(cls)
+
+
+def test_field_patches_one_field_in_place() -> None:
+    from protocol.layers.header import FuseInHeader as Header
+
+    header = codec(Header)
+    buf = bytearray(header.pack(len=40, opcode=3, unique=2, nodeid=1))
+    unique, offset = header.field("unique")
+    assert offset == 8
+    unique.pack_into(buf, offset, 0xABCDEF)
+    assert Header(bytes(buf)).unique == 0xABCDEF and Header(bytes(buf)).opcode == 3
