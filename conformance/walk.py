@@ -22,13 +22,12 @@ class Entry:
 
 
 def list_directory(conn: KernelConnection, nodeid: int = c.FUSE_ROOT_ID,
-                   size: int = 4096) -> list[Entry]:
-    """OPENDIR, READDIR until an empty reply (each reply well-formed), RELEASEDIR."""
+                   size: int = 4096, offset: int = 0) -> list[Entry]:
+    """OPENDIR, READDIR from ``offset`` until an empty reply (each well-formed), RELEASEDIR."""
     opened = conn.call(c.FUSE_OPENDIR, FuseOpenIn(flags=O_DIRECTORY), nodeid=nodeid)
     assert opened.ok and opened.body is not None, f"OPENDIR answered {errno_name(opened.error)}"
     fh = int(opened.body.fh)
     entries: list[Entry] = []
-    offset = 0
     try:
         for _ in range(MAX_READS):
             reply = conn.call(c.FUSE_READDIR, FuseReadIn(fh=fh, offset=offset, size=size),

@@ -1,19 +1,24 @@
-"""First namespace rules: root attributes, absent names, the root directory listing."""
+"""Namespace rules: root attributes, names looked up and listed, reading a file."""
 
 from __future__ import annotations
 
+import os
 import stat
+
+import pytest
 
 from conformance.checks import assert_well_formed, errno_name
 from conformance.rules import rule
 from conformance.walk import list_directory
 from protocol import constants as c
-from protocol.layers.structs import FuseGetattrIn
+from protocol.layers.structs import FuseGetattrIn, FuseOpenIn, FuseReadIn, FuseReleaseIn
 from protocol.layers.variable import FuseName
 from targets.connection import KernelConnection
 
 DT_DIR = 4
 DT_UNKNOWN = 0
+MAX_CHECKED = 32  # entries of a big root a rule looks at
+SMALL_FILE = 64 * 1024
 
 
 @rule("FUSE-LOOKUP-001",
@@ -56,3 +61,71 @@ def test_readdir_root(ready: KernelConnection) -> None:
     for dot in (b".", b".."):
         if dot in types:
             assert types[dot] in (DT_DIR, DT_UNKNOWN), f"{dot!r} has type {types[dot]}"
+
+
+@rule("FUSE-LOOKUP-002",
+      "Every name READDIR lists in the root can be looked up, as a live nodeid of the type "
+      "the dirent gave",
+      source="POSIX readdir(3)/stat(2): a listed name exists; linux fs/fuse/readdir.c fills "
+             "d_type from the dirent")
+def test_listed_names_resolve(ready: KernelConnection) -> None:
+    for entry in list_directory(ready)[:MAX_CHECKED]:
+        if entry.name in (b".", b".."):
+            continue
+        reply = ready.call(c.FUSE_LOOKUP, FuseName(name=entry.name))
+        assert reply.ok, f"LOOKUP of listed name {entry.name!r} answered {errno_name(reply.error)}"
+        assert_well_formed(reply)
+        assert reply.body is not None and reply.body.nodeid, f"{entry.name!r} looked up as nodeid 0"
+        kind = stat.S_IFMT(int(reply.body.attr.mode)) >> 12
+        if entry.type != DT_UNKNOWN:
+            assert kind == entry.type, (
+                f"{entry.name!r}: READDIR says type {entry.type}, LOOKUP mode {reply.body.attr.mode:#o}")
+
+
+@rule("FUSE-READDIR-002",
+      "READDIR resumed at a dirent's off returns the entries that followed it",
+      source="linux fs/fuse/readdir.c: the next READDIR starts at the last dirent's off "
+             "(also telldir/seekdir)")
+def test_readdir_resumes_at_any_offset(ready: KernelConnection) -> None:
+    entries = list_directory(ready)
+    if len(entries) < 2:
+        pytest.skip("not applicable: the root lists fewer than two entries")
+    names = [e.name for e in entries]
+    for index, entry in enumerate(entries[:MAX_CHECKED]):
+        rest = [e.name for e in list_directory(ready, offset=entry.off)]
+        assert rest == names[index + 1:], (
+            f"resumed at off {entry.off} (after {entry.name!r}): got {rest[:6]}, "
+            f"expected {names[index + 1:][:6]}")
+
+
+@rule("FUSE-READ-001",
+      "READ of a small regular file returns exactly its size from offset 0, and nothing "
+      "from its end",
+      source="linux fs/fuse/file.c: a short READ is end of file (fuse_short_read), so fewer bytes "
+             "truncate what the reader sees")
+def test_read_whole_file(ready: KernelConnection) -> None:
+    for entry in list_directory(ready):
+        lookup = ready.call(c.FUSE_LOOKUP, FuseName(name=entry.name)) \
+            if entry.name not in (b".", b"..") else None
+        if lookup is None or not lookup.ok or lookup.body is None:
+            continue
+        attr = lookup.body.attr
+        if stat.S_ISREG(int(attr.mode)) and 0 < int(attr.size) <= SMALL_FILE:
+            break
+    else:
+        pytest.skip(f"not applicable: no regular file of 1..{SMALL_FILE} bytes in the root")
+    nodeid, size = int(lookup.body.nodeid), int(attr.size)
+    opened = ready.call(c.FUSE_OPEN, FuseOpenIn(flags=os.O_RDONLY), nodeid=nodeid)
+    assert opened.ok and opened.body is not None, f"OPEN answered {errno_name(opened.error)}"
+    if int(opened.body.open_flags) & c.FOPEN_DIRECT_IO:
+        pytest.skip("not applicable: FOPEN_DIRECT_IO (the size need not bound a read)")
+    fh = int(opened.body.fh)
+    whole = ready.call(c.FUSE_READ, FuseReadIn(fh=fh, offset=0, size=SMALL_FILE * 2), nodeid=nodeid)
+    assert whole.ok, f"READ answered {errno_name(whole.error)}"
+    assert_well_formed(whole)
+    got = len(whole.raw) - 16
+    assert got == size, f"READ of {entry.name!r} gave {got} bytes, its size is {size}"
+    tail = ready.call(c.FUSE_READ, FuseReadIn(fh=fh, offset=size, size=4096), nodeid=nodeid)
+    assert tail.ok and len(tail.raw) == 16, (
+        f"READ at the end of {entry.name!r} gave {errno_name(tail.error)}, {len(tail.raw) - 16} bytes")
+    ready.call(c.FUSE_RELEASE, FuseReleaseIn(fh=fh), nodeid=nodeid)

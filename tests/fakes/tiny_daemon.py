@@ -39,6 +39,7 @@ from protocol.sizes import reply_layers_at
 
 FILE_NODEID = 2
 FILE_NAME = b"hello"
+FILE_DATA = b"tiny daemon\n"
 
 #: bug name -> the rule that must catch it
 BUGS = {
@@ -62,6 +63,9 @@ BUGS = {
     "absent-eio": "FUSE-LOOKUP-001",  # LOOKUP of an absent name answers EIO
     "root-is-file": "FUSE-GETATTR-001",  # the root's mode is a regular file
     "no-dotdot": "FUSE-READDIR-001",  # READDIR lists '.' only
+    "lookup-wrong-type": "FUSE-LOOKUP-002",  # the listed regular file looks up as a directory
+    "off-skips": "FUSE-READDIR-002",  # dirent offsets point one entry too far
+    "read-short": "FUSE-READ-001",  # READ returns one byte less than the file holds
     "destroy-body": "FUSE-DESTROY-001",  # DESTROY's reply carries 8 bytes
 }
 
@@ -101,8 +105,10 @@ class TinyDaemon:
         if op == c.FUSE_LOOKUP:
             name = bytes(request.payload)[:-1]
             if name == FILE_NAME:
-                return self.sized(unique, op, FuseEntryOut(nodeid=FILE_NODEID,
-                                                           attr=self.attr(FILE_NODEID)))
+                file_attr = self.attr(FILE_NODEID)
+                if self.bug == "lookup-wrong-type":
+                    file_attr.mode = 0o40755
+                return self.sized(unique, op, FuseEntryOut(nodeid=FILE_NODEID, attr=file_attr))
             if self.bug == "absent-eio":
                 return self.error(unique, errno.EIO)
             body = b"\0" * 8 if self.bug == "error-with-body" else b""
@@ -121,9 +127,14 @@ class TinyDaemon:
             names = [(b".", 1, 4), (b"..", 1, 4), (FILE_NAME, FILE_NODEID, 8)]
             if self.bug == "no-dotdot":
                 del names[1]
-            dirents = [FuseDirent(ino=ino, off=i + 1, type=kind, name=name)
+            step = 2 if self.bug == "off-skips" else 1
+            dirents = [FuseDirent(ino=ino, off=i + step, type=kind, name=name)
                        for i, (name, ino, kind) in enumerate(names) if i >= offset]
             return self.ok(unique, FuseDirentList(dirents=dirents)) if dirents else self.ok(unique)
+        if op == c.FUSE_READ and int(request.nodeid) == FILE_NODEID:
+            read = request[FuseReadIn]
+            data = FILE_DATA[int(read.offset): int(read.offset) + int(read.size)]
+            return self.ok(unique, Raw(data[:-1] if self.bug == "read-short" else data))
         if op == c.FUSE_DESTROY and self.bug == "destroy-body":
             return self.ok(unique, Raw(b"\0" * 8))
         if op in (c.FUSE_RELEASEDIR, c.FUSE_RELEASE, c.FUSE_ACCESS, c.FUSE_DESTROY):
@@ -159,7 +170,7 @@ class TinyDaemon:
 
     def attr(self, nodeid: int) -> FuseAttr:
         if nodeid == FILE_NODEID:
-            return FuseAttr(ino=FILE_NODEID, mode=0o100644, nlink=1, size=5, blksize=4096)
+            return FuseAttr(ino=FILE_NODEID, mode=0o100644, nlink=1, size=len(FILE_DATA), blksize=4096)
         mode = 0o100644 if self.bug == "root-is-file" else 0o40755
         return FuseAttr(ino=1, mode=mode, nlink=2, blksize=4096)
 
