@@ -101,8 +101,8 @@ def test_readdir_resumes_at_any_offset(ready: KernelConnection) -> None:
 @rule("FUSE-READ-001",
       "READ of a small regular file returns exactly its size from offset 0, and nothing "
       "from its end",
-      source="linux fs/fuse/file.c: a short READ is end of file (fuse_short_read), so fewer bytes "
-             "truncate what the reader sees")
+      source="POSIX read(2): a regular file reads to its size; linux fs/fuse/file.c "
+             "fuse_short_read takes fewer bytes as end of file and shrinks the cached size")
 def test_read_whole_file(ready: KernelConnection) -> None:
     for entry in list_directory(ready):
         lookup = ready.call(c.FUSE_LOOKUP, FuseName(name=entry.name)) \
