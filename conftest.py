@@ -17,16 +17,21 @@ settings.register_profile("ci", max_examples=100, deadline=None, derandomize=Tru
 settings.register_profile("soak", max_examples=20_000, stateful_step_count=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if in_ci() else "dev"))
 
-DEFAULT_TARGET = "passthrough_ll"
+DEFAULT_TARGET = "ref"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fusecheck")
     group.addoption("--target", default=os.environ.get("FUSECHECK_TARGET", DEFAULT_TARGET),
-                    help="what to test: passthrough_ll, hello_ll, squashfuse_ll, fuse-overlayfs, "
-                         "or exec:COMMAND with {fd} (default: %(default)s)")
+                    help="what to test: ref, hello_ll, passthrough_ll, squashfuse_ll, fuse-overlayfs, "
+                         "bindfs, fuse2fs, squashfuse, mount:PATH, or exec:COMMAND with {fd} "
+                         "(default: %(default)s)")
     group.addoption("--reply-timeout", type=float, default=5.0,
                     help="seconds to wait for each reply (default: %(default)s)")
+    group.addoption("--op-timeout", type=float, default=60.0,
+                    help="seconds a POSIX rule may take before the target's connection is aborted")
+    group.addoption("--backing", default=None, metavar="DIR",
+                    help="the host directory the target serves (mount:PATH, bindfs, passthrough_ll)")
     group.addoption("--rule", action="append", default=[], metavar="ID",
                     help="run only the rules whose id starts with ID (FUSE-INIT-004, FUSE-INIT); "
                          "repeatable")
@@ -35,6 +40,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "rule(id): the conformance rule a test checks")
     _interrupt_on_sigterm()
+    _private_mounts()
+
+
+def _private_mounts() -> None:
+    """Every mount the run makes lives in this process's own mount namespace (slave of the
+    host's), so it dies with the process however the process dies."""
+    if os.geteuid() == 0:
+        from targets.fusedev import enter_private_mount_namespace
+
+        enter_private_mount_namespace()
 
 
 def _interrupt_on_sigterm() -> None:

@@ -7,6 +7,7 @@ INIT): a bad target ends the run with one line saying what to fix.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +15,11 @@ from conformance.deviations import Deviation, deviation
 from protocol.errors import RemoteProtocolError
 from protocol.events import Reply
 from reports.allure_support import attach_exchange
+from targets.capabilities import serves_wire
 from targets.connection import KernelConnection
 from targets.errors import TargetError
 from targets.exec import ExecTarget
+from targets.mounts import open_mount_target
 from targets.spec import TargetSpec, parse_spec
 
 DEVIATION = pytest.StashKey[Deviation]()
@@ -34,6 +37,9 @@ def pytest_configure(config: pytest.Config) -> None:
     timeout = config.getoption("--reply-timeout")
     try:
         spec = parse_spec(text)
+        if not serves_wire(spec):
+            _check_mount(config, spec)
+            return
         with ExecTarget(spec) as target:
             conn = KernelConnection(target.channel, timeout=timeout)
             reply = conn.init()
@@ -46,6 +52,13 @@ def pytest_configure(config: pytest.Config) -> None:
         problems = "; ".join(str(f) for f in reply.findings) or f"error {reply.error}"
         raise pytest.UsageError(f"fusecheck: --target {text!r} refused FUSE_INIT ({problems}); "
                                 "hint: run the daemon by hand with -d to read why")
+
+
+def _check_mount(config: pytest.Config, spec: TargetSpec) -> None:
+    """A mount-only target: mount it once (and unmount) so a broken one fails in one line."""
+    backing = config.getoption("--backing")
+    with open_mount_target(spec, Path(backing) if backing else None):
+        pass
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -94,6 +107,9 @@ def target_spec(request: pytest.FixtureRequest) -> TargetSpec:
 @pytest.fixture
 def target(target_spec: TargetSpec) -> Iterator[ExecTarget]:
     """A fresh daemon for this test, stopped and reaped after it."""
+    if not serves_wire(target_spec):
+        pytest.skip(f"not applicable: {target_spec.text} is used through a mount, the suite "
+                    "cannot speak to it over a socket")
     with ExecTarget(target_spec) as opened:
         yield opened
 

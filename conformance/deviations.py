@@ -31,6 +31,35 @@ KNOWN: dict[str, Deviation] = {
         frozenset({"fuse-overlayfs"}), "without its sibling",
         "fuse-overlayfs 1.10 lists '.' but not '..' in the root directory (seen over the socket: "
         "'.', 'dir', 'hello.txt', 'link')"),
+    "POSIX-MKDIR-002": Deviation(
+        frozenset({"bindfs"}), "stat of s",
+        "bindfs 1.14.7 drops the sticky bit in mkdir: mkdir(1777) with umask 022 gives 0755, "
+        "not 1755"),
+    "POSIX-UTIMENS-001": Deviation(
+        frozenset({"bindfs", "fuse2fs"}), "the target gave ok",
+        "bindfs 1.14.7 leaves mtime unchanged when futimens passes UTIME_OMIT for atime; fuse2fs "
+        "1.47 keeps whole seconds (a set time loses its nanoseconds)"),
+    "POSIX-MACHINE-001": Deviation(
+        frozenset({"bindfs", "fuse2fs"}), "os.link(",
+        "hard links get a nodeid each in libfuse's high-level API (bindfs, fuse2fs): after "
+        "link(), the first name's cached nlink stays stale for its attr timeout, and (fuse2fs) "
+        "data written through one name is not seen through the other"),
+    "POSIX-PERM-001": Deviation(
+        frozenset({"fuse2fs"}), "group member reads",
+        "fuse2fs 1.47 checks access with the caller's primary group only, not its "
+        "supplementary groups"),
+    "POSIX-PERM-002": Deviation(
+        frozenset({"fuse2fs"}), "0700 directory",
+        "fuse2fs 1.47 does not check search permission on the directories of a path"),
+    "POSIX-PERM-003": Deviation(
+        frozenset({"fuse2fs"}), "alice's file",
+        "fuse2fs 1.47 ignores the sticky bit: any user with write access removes others' files"),
+    "POSIX-XATTR-002": Deviation(
+        frozenset({"fuse2fs"}), "create again",
+        "fuse2fs 1.47 ignores XATTR_CREATE (an existing name is replaced)"),
+    "POSIX-XATTR-003": Deviation(
+        frozenset({"fuse2fs"}), "remove again",
+        "fuse2fs 1.47: removexattr of an absent name succeeds instead of ENODATA"),
 }
 
 

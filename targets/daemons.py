@@ -11,6 +11,7 @@ libfuse 3.14 keeps the signal as the session error and they exit non-zero.
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,9 +133,37 @@ def _fuse_overlayfs(scratch: Path, options: Options) -> Instance:
 
 _TOOLCHAIN = (Requirement("gcc", "gcc"), Requirement("pkg-config", "pkg-config"))
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Runs targets.reference from any working directory (the daemon's cwd is its scratch dir).
+REFERENCE_MAIN = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
+                  "from targets.reference.__main__ import main; sys.exit(main(sys.argv[1:]))")
+
+
+def reference_argv(options: Options, *where: str) -> list[str]:
+    """The reference server's command line; ``ref:cache=none,writeback,acl,mutant=X``."""
+    flags: list[str] = []
+    for key, value in options.items():
+        if key not in ("cache", "writeback", "acl", "mutant"):
+            raise TargetSpecError(f"ref: unknown option {key!r}",
+                                  hint="ref takes cache=none|auto|always, writeback, acl, mutant=NAME")
+        flags += [f"--{key}"] if value is True else [f"--{key}", str(value)]
+    return [sys.executable, "-c", REFERENCE_MAIN, *flags, *where]
+
+
+def _reference(scratch: Path, options: Options) -> Instance:
+    return Instance(tuple(reference_argv(options, "--fd", "{fd}")))
+
+
 REGISTRY: dict[str, DaemonEntry] = {
     entry.name: entry
     for entry in (
+        DaemonEntry(
+            "ref",
+            "fusecheck's reference server (in-memory POSIX filesystem, written on protocol/)",
+            (),
+            _reference,
+            eof_status=0,
+        ),
         DaemonEntry(
             "hello_ll",
             "libfuse's hello_ll example: one read-only file, no backing dir",

@@ -18,8 +18,6 @@ from targets.errors import TargetSpecError
 EXEC_EXAMPLE = "exec:.build/bin/passthrough_ll -f -o source=/tmp /dev/fd/{fd}"
 #: Reserved kinds -> the argument after their colon (None: optional options).
 RESERVED: dict[str, str | None] = {
-    "ref": None,
-    "mount": "PATH",
     "vhost-user": "SOCKET",
     "virtiofsd": None,
     "cuse": "CMD",
@@ -95,17 +93,41 @@ def parse_spec(text: str, *, allow_reserved: bool = False) -> TargetSpec:
     head, colon, rest = spec.partition(":")
     if head == "exec":
         return _parse_exec(rest, spec)
-    if head in REGISTRY:
+    if head == "mount":
+        return _parse_mount(rest, spec)
+    if head in REGISTRY or head in _mount_names():
         return TargetSpec("daemon", head, (), parse_options(rest, spec=spec), spec)
     if head in RESERVED:
         parsed = _parse_reserved(head, rest if colon else None, spec)
         if not allow_reserved:
             raise TargetSpecError(
                 f"target kind {head!r} is not yet supported by this version",
-                hint=f"supported now: exec:COMMAND, {', '.join(REGISTRY)}",
+                hint=f"supported now: {supported()}",
             )
         return parsed
-    close = difflib.get_close_matches(head, [*REGISTRY, *RESERVED, "exec"], n=1)
+    close = difflib.get_close_matches(head, [*_all_names(), *RESERVED, "exec", "mount"], n=1)
     guess = f"did you mean {close[0]!r}? " if close else ""
     raise TargetSpecError(f"unknown target {head!r}",
-                          hint=f"{guess}supported now: exec:COMMAND, {', '.join(REGISTRY)}")
+                          hint=f"{guess}supported now: {supported()}")
+
+
+def _mount_names() -> list[str]:
+    from targets.mounts import MOUNT_TARGETS  # mounts imports this module
+
+    return list(MOUNT_TARGETS)
+
+
+def _all_names() -> list[str]:
+    return list(dict.fromkeys([*REGISTRY, *_mount_names()]))
+
+
+def supported() -> str:
+    """The spec forms this version takes, for messages."""
+    return f"exec:COMMAND, mount:PATH, {', '.join(_all_names())}"
+
+
+def _parse_mount(rest: str, text: str) -> TargetSpec:
+    if not rest.strip():
+        raise TargetSpecError("mount: needs the path of a mounted filesystem",
+                              hint="e.g. mount:/mnt/myfs (mount it first)")
+    return TargetSpec("mount", "mount", (rest.strip(),), {}, text)

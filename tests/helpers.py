@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conformance.posix
 import conformance.protocol
 from conformance.rules import RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_DAEMON = ROOT / "tests" / "fakes" / "tiny_daemon.py"
-RULE_LINE = re.compile(r"^(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\s+(FUSE-[A-Z]+-\d{3})", re.M)
+RULE_LINE = re.compile(r"^(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\s+([A-Z]+-[A-Z]+-\d{3})", re.M)
 
 
 def run_conformance(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -35,11 +36,14 @@ def rule_outcomes(stdout: str) -> dict[str, set[str]]:
     return found
 
 
-def all_rules() -> set[str]:
-    """Every rule id the conformance modules declare (importing them fills RULES)."""
-    for module in pkgutil.iter_modules(conformance.protocol.__path__):
-        importlib.import_module(f"conformance.protocol.{module.name}")
-    return set(RULES)
+def all_rules(*areas: str) -> set[str]:
+    """Every rule id the conformance modules declare (importing them fills RULES), or
+    those of the given areas ("protocol", "posix")."""
+    for package in (conformance.protocol, conformance.posix):
+        for module in pkgutil.iter_modules(package.__path__):
+            if module.name.startswith("test_"):
+                importlib.import_module(f"{package.__name__}.{module.name}")
+    return {r.id for r in RULES.values() if not areas or r.area in areas}
 
 
 def tiny_daemon(bug: str | None = None, misbehave: str | None = None) -> str:

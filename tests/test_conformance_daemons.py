@@ -11,6 +11,7 @@ import pytest
 from targets.build import build_all
 from targets.daemons import REGISTRY
 from targets.errors import TargetError
+from targets.mounts import MOUNT_TARGETS
 from targets.skip import require
 from tests.helpers import all_rules, rule_outcomes, run_conformance, tiny_daemon
 
@@ -23,10 +24,14 @@ def built() -> None:
         require(False, f"machine lacks the libfuse example daemons: {exc.message}")
 
 
-@pytest.mark.parametrize("daemon", ["hello_ll", "passthrough_ll", "squashfuse_ll", "fuse-overlayfs"])
+@pytest.mark.parametrize("daemon", ["ref", "hello_ll", "passthrough_ll", "squashfuse_ll",
+                                    "fuse-overlayfs", "bindfs", "fuse2fs", "squashfuse"])
 def test_rules_against_daemon(built: None, daemon: str) -> None:
     try:
-        REGISTRY[daemon].check_installed()
+        if daemon in REGISTRY:
+            REGISTRY[daemon].check_installed()
+        for requirement in MOUNT_TARGETS[daemon].requires if daemon in MOUNT_TARGETS else ():
+            requirement.check()
     except TargetError as exc:
         require(False, f"machine lacks {daemon}: {exc.message}")
     result = run_conformance(daemon)

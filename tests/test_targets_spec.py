@@ -50,7 +50,7 @@ def test_registry_name_with_options() -> None:
         ("Hello_ll", "unknown target", "hello_ll"),
         ("passthrough_ll:=never", "bad option", "key=value"),
         ("passthrough_ll:cache=", "bad option", "key=value"),
-        ("mount", "needs mount:PATH", "mount:PATH"),
+        ("mount:", "needs the path", "mount:/mnt/myfs"),
         ("vhost-user:", "needs vhost-user:SOCKET", "SOCKET"),
     ],
 )
@@ -65,9 +65,6 @@ def test_malformed_specs(text: str, message: str, hint: str) -> None:
 @pytest.mark.parametrize(
     ("text", "kind", "command", "options"),
     [
-        ("ref", "ref", (), {}),
-        ("ref:cache=none,writeback", "ref", (), {"cache": "none", "writeback": True}),
-        ("mount:/mnt/x", "mount", ("/mnt/x",), {}),
         ("vhost-user:/run/vfs.sock", "vhost-user", ("/run/vfs.sock",), {}),
         ("virtiofsd", "virtiofsd", (), {}),
         ("virtiofsd:cache=always", "virtiofsd", (), {"cache": "always"}),
@@ -81,3 +78,19 @@ def test_reserved_kinds_parse_but_are_not_supported_yet(
         parse_spec(text)
     spec = parse_spec(text, allow_reserved=True)
     assert (spec.kind, spec.command, spec.options) == (kind, command, options)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "name", "command", "options"),
+    [
+        ("ref", "daemon", "ref", (), {}),
+        ("ref:cache=none,writeback", "daemon", "ref", (), {"cache": "none", "writeback": True}),
+        ("mount:/mnt/x", "mount", "mount", ("/mnt/x",), {}),
+        ("bindfs", "daemon", "bindfs", (), {}),
+        ("fuse2fs", "daemon", "fuse2fs", (), {}),
+    ],
+)
+def test_reference_and_mount_targets(text: str, kind: str, name: str, command: tuple[str, ...],
+                                     options: dict[str, object]) -> None:
+    spec = parse_spec(text)
+    assert (spec.kind, spec.name, spec.command, spec.options) == (kind, name, command, options)

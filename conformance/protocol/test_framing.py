@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from conformance.checks import assert_error, assert_well_formed, errno_name
@@ -9,7 +11,7 @@ from conformance.rules import rule
 from conformance.walk import some_entry
 from protocol import constants as c
 from protocol.events import Reply
-from protocol.layers.structs import FuseForgetIn, FuseGetattrIn, FuseOpenIn, FuseReadIn
+from protocol.layers.structs import FuseAccessIn, FuseForgetIn, FuseGetattrIn, FuseOpenIn, FuseReadIn
 from protocol.layers.variable import FuseName
 from targets.connection import KernelConnection
 
@@ -23,7 +25,7 @@ def _everyday_requests(conn: KernelConnection) -> list:
     replies = [conn.call(c.FUSE_GETATTR, FuseGetattrIn()),
                conn.call(c.FUSE_LOOKUP, FuseName(name=b"fusecheck-absent")),
                conn.call(c.FUSE_STATFS),
-               conn.call(c.FUSE_ACCESS, nodeid=c.FUSE_ROOT_ID)]
+               conn.call(c.FUSE_ACCESS, FuseAccessIn(mask=os.R_OK), nodeid=c.FUSE_ROOT_ID)]
     opened = conn.call(c.FUSE_OPENDIR, FuseOpenIn(flags=0o200000))
     replies.append(opened)
     if opened.ok and opened.body is not None:

@@ -1,0 +1,24 @@
+"""Which ways a target can be reached: spoken to over a socket (``wire``), or used
+through a mount (``mount``).  Protocol rules need the first, POSIX rules the second;
+a target that offers neither for an area makes its rules "not applicable"."""
+
+from __future__ import annotations
+
+from targets.daemons import REGISTRY
+from targets.mounts import MOUNT_TARGETS
+from targets.spec import TargetSpec
+
+
+def serves_wire(spec: TargetSpec) -> bool:
+    """The suite can play the kernel to it over a SEQPACKET socket."""
+    return spec.kind == "exec" or (spec.kind == "daemon" and spec.name in REGISTRY)
+
+
+def serves_mount(spec: TargetSpec) -> bool:
+    """The suite can use it through a kernel mount (one it makes, or the user's)."""
+    return spec.kind == "mount" or (spec.kind == "daemon" and spec.name in MOUNT_TARGETS)
+
+
+def capabilities(spec: TargetSpec) -> frozenset[str]:
+    return frozenset({"wire"} if serves_wire(spec) else set()) | (
+        {"mount"} if serves_mount(spec) else set())

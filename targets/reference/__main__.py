@@ -1,0 +1,79 @@
+"""Run the reference server: ``python -m targets.reference MOUNTPOINT [options]`` mounts it
+on /dev/fuse (foreground; Ctrl-C, SIGTERM or umount end it); ``--fd N`` serves FUSE over an
+inherited SEQPACKET socket instead (the suite's kernel-role transport)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import stat
+import sys
+from pathlib import Path
+
+from targets.reference.fs import Cred, Filesystem
+from targets.reference.server import CACHE_TIMEOUTS, Options, ReferenceServer
+
+MAX_MESSAGE = (1 << 20) + 4096
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m targets.reference", description=__doc__)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("mountpoint", nargs="?", type=Path, help="directory to mount on")
+    where.add_argument("--fd", type=int, help="serve over this inherited SEQPACKET socket")
+    parser.add_argument("--cache", choices=sorted(CACHE_TIMEOUTS), default="auto")
+    parser.add_argument("--writeback", action="store_true", help="negotiate FUSE_WRITEBACK_CACHE")
+    parser.add_argument("--acl", action="store_true", help="FUSE_POSIX_ACL with default_permissions")
+    parser.add_argument("--mutant", help="switch on one named injected fault")
+    parser.add_argument("--source", type=Path, help="serve this host directory (not yet)")
+    return parser.parse_args(argv)
+
+
+def seed(fs: Filesystem) -> None:
+    """What targets.daemons.populate makes for the suite's other targets: a file, a
+    directory with a file, a symlink."""
+    root = Cred(uid=0, gid=0)
+    _inode, fh = fs.create(1, b"hello.txt", stat.S_IFREG | 0o644, os.O_WRONLY, root)
+    fs.write(fh, 0, b"hello, fusecheck\n")
+    fs.release(fh)
+    directory = fs.mkdir(1, b"dir", 0o755, root)
+    _inode, fh = fs.create(directory.ino, b"data.bin", stat.S_IFREG | 0o644, os.O_WRONLY, root)
+    fs.write(fh, 0, bytes(range(256)) * 16)
+    fs.release(fh)
+    fs.symlink(1, b"link", b"hello.txt", root)
+
+
+def serve_socket(server: ReferenceServer, fd: int) -> int:
+    sock = socket.socket(fileno=fd)
+
+    def read() -> bytes:
+        return sock.recv(MAX_MESSAGE)
+
+    def write(data: bytes) -> None:
+        sock.send(data)  # one datagram per reply; send is safe across threads
+
+    server.serve(read, write)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.source is not None:
+        print("--source: serving a host directory is not implemented yet", file=sys.stderr)
+        return 2
+    options = Options(cache=args.cache, writeback=args.writeback, acl=args.acl, mutant=args.mutant)
+    fs = Filesystem()
+    seed(fs)
+    server = ReferenceServer(fs, options)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    if args.fd is not None:
+        return serve_socket(server, args.fd)
+    from targets.reference.mount import serve_mounted
+
+    return serve_mounted(server, args.mountpoint)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

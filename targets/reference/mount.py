@@ -1,0 +1,53 @@
+"""The reference server on real /dev/fuse: ``serve_mounted`` mounts it and serves until
+Ctrl-C, SIGTERM or an unmount ends it (the kernel then reads ENODEV)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from targets import fusedev
+from targets.reference.server import ReferenceServer
+
+BUFFER = (1 << 20) + 4096  # a 1 MiB WRITE (max_pages 256) and its headers
+
+
+def mount_options(server: ReferenceServer) -> list[str]:
+    """Kernel options: everyone may use it (the suite's users are forked children), and the
+    kernel checks permissions: a path walk through cached dentries never asks the server,
+    so only ``default_permissions`` gives POSIX semantics (the server checks too)."""
+    del server
+    return ["allow_other", "default_permissions", f"max_read={BUFFER - 4096}"]
+
+
+def serve_mounted(server: ReferenceServer, mountpoint: Path) -> int:
+    """Mount ``server`` at ``mountpoint`` and serve in the foreground; 0 after a clean end."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+        fusedev.force_unmount(mountpoint, None)  # the reader then sees ENODEV and returns
+
+    with fusedev.fuse_mount(mountpoint, options=mount_options(server), fsname="fusecheck-ref",
+                            subtype="fusecheck") as (fd, _conn):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+
+        def read() -> bytes:
+            try:
+                return os.read(fd, BUFFER)
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:  # unmounted
+                    return b""
+                raise
+
+        def write(data: bytes) -> None:
+            os.write(fd, data)
+
+        print(f"fusecheck reference server mounted at {mountpoint}", file=sys.stderr, flush=True)
+        server.serve(read, write)
+    return 0

@@ -1,0 +1,538 @@
+"""The reference server's protocol side: FUSE requests in, the model's answers out.
+
+``ReferenceServer`` decodes each request with ``protocol.server.DaemonSession``,
+calls the in-memory POSIX model (``targets.reference.fs``) and encodes the
+reply at the negotiated minor.  It knows no transport: ``handle(bytes)`` returns
+the reply bytes (or None); ``serve`` runs a reader and worker threads over any
+read/write pair (a SEQPACKET socket, /dev/fuse).  Cache modes (the seed's
+cache=none|auto|always, writeback) and ACLs are options; mutants are named
+faults switched on by ``Options.mutant``.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from scapy.packet import Packet, Raw
+
+from protocol import constants as c
+from protocol.events import Request
+from protocol.layers import (
+    FuseAccessIn,
+    FuseAttr,
+    FuseAttrOut,
+    FuseCopyFileRangeIn,
+    FuseCopyFileRangeOut,
+    FuseCreateIn,
+    FuseDirent,
+    FuseDirentList,
+    FuseEntryOut,
+    FuseFallocateIn,
+    FuseFlushIn,
+    FuseForgetIn,
+    FuseForgetOne,
+    FuseGetxattrIn,
+    FuseGetxattrOut,
+    FuseInterruptIn,
+    FuseKstatfs,
+    FuseLinkIn,
+    FuseLkIn,
+    FuseLkOut,
+    FuseLseekIn,
+    FuseLseekOut,
+    FuseMkdirIn,
+    FuseMknodIn,
+    FuseName,
+    FuseOpenIn,
+    FuseOpenOut,
+    FuseReadIn,
+    FuseReleaseIn,
+    FuseRename2In,
+    FuseRenameIn,
+    FuseSetattrIn,
+    FuseSetxattrIn,
+    FuseStatfsOut,
+    FuseWriteIn,
+    FuseWriteOut,
+)
+from protocol.server import DaemonSession
+from targets.reference.fs import Cred, Filesystem, FsError, Inode
+from targets.reference.mutants import Applied, applied
+
+NS = 1_000_000_000
+CACHE_TIMEOUTS = {"none": 0.0, "auto": 1.0, "always": 86400.0}
+CACHE_OPEN_FLAGS = {"none": c.FOPEN_DIRECT_IO, "auto": 0, "always": c.FOPEN_KEEP_CACHE}
+#: Request findings after which the request cannot be served: EINVAL
+MALFORMED = frozenset({"request.body-size", "request.name", "request.write-size", "request.extlen"})
+BASE_WANT = (c.FUSE_ASYNC_READ | c.FUSE_POSIX_LOCKS | c.FUSE_FLOCK_LOCKS | c.FUSE_ATOMIC_O_TRUNC
+             | c.FUSE_BIG_WRITES | c.FUSE_DONT_MASK | c.FUSE_MAX_PAGES | c.FUSE_SETXATTR_EXT
+             | c.FUSE_HANDLE_KILLPRIV_V2 | c.FUSE_INIT_EXT)
+
+
+@dataclass(frozen=True)
+class Options:
+    """``ref:cache=none,writeback,acl,mutant=NAME`` as data."""
+
+    cache: str = "auto"
+    writeback: bool = False
+    acl: bool = False
+    mutant: str | None = None
+
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> Options:
+        cache = str(options.get("cache", "auto"))
+        if cache not in CACHE_TIMEOUTS:
+            raise ValueError(f"cache={cache}: one of {', '.join(CACHE_TIMEOUTS)}")
+        mutant = options.get("mutant")
+        return cls(cache=cache, writeback=bool(options.get("writeback", False)),
+                   acl=bool(options.get("acl", False)), mutant=str(mutant) if mutant else None)
+
+    @property
+    def want(self) -> int:
+        flags = BASE_WANT
+        if self.writeback:
+            flags |= c.FUSE_WRITEBACK_CACHE
+        if self.acl:
+            flags |= c.FUSE_POSIX_ACL
+        if self.cache == "always":
+            flags |= c.FUSE_CACHE_SYMLINKS
+        return flags
+
+
+Handler = Callable[["ReferenceServer", Request, Cred], "Packet | tuple[Packet, ...] | None"]
+HANDLERS: dict[int, Handler] = {}
+
+
+def handles(*opcodes: int) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        for opcode in opcodes:
+            HANDLERS[opcode] = fn
+        return fn
+    return register
+
+
+@dataclass
+class ReferenceServer:
+    """Answers FUSE requests from the in-memory model; thread-safe."""
+
+    fs: Filesystem = field(default_factory=Filesystem)
+    options: Options = field(default_factory=Options)
+    session: DaemonSession = field(init=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    interrupted: set[int] = field(default_factory=set, init=False)
+    destroyed: bool = field(default=False, init=False)
+    mutant: Applied = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.session = DaemonSession(want=self.options.want)
+        self.mutant = applied(self.options.mutant)
+
+    # -- dispatch ---------------------------------------------------------
+    def handle(self, data: bytes) -> bytes | None:
+        """One request's reply (None for FORGET and the like)."""
+        with self.lock:
+            request = self.session.receive(data)
+        op = request.opcode
+        if op == c.FUSE_INIT:
+            with self.lock:
+                if self.session.negotiated is not None:
+                    return self.session.error(request, errno.EIO)  # INIT comes once
+                return self.session.accept_init(request)
+        if self.session.negotiated is None:
+            return self.session.error(request, errno.EIO)
+        handler = HANDLERS.get(op)
+        if handler is None:
+            return self.mutant.reply(self, request, self.session.error(request, errno.ENOSYS))
+        if any(f.code in MALFORMED for f in request.findings):
+            return self.session.error(request, errno.EINVAL)
+        cred = caller(request)
+        try:
+            with self.lock:
+                self.mutant.request(self, request)
+                result = self.mutant.result(self, request, handler(self, request, cred))
+        except FsError as exc:
+            return self.mutant.reply(self, request, self.session.error(request, exc.errno or errno.EIO))
+        except Exception:  # a bug of ours: answer EIO, never leave the kernel waiting
+            traceback.print_exc(file=sys.stderr)
+            return self.session.error(request, errno.EIO)
+        if op in (c.FUSE_FORGET, c.FUSE_BATCH_FORGET, c.FUSE_INTERRUPT):
+            return None
+        parts = result if isinstance(result, tuple) else ((result,) if result is not None else ())
+        return self.mutant.reply(self, request, self.session.reply(request, *parts))
+
+    def serve(self, read: Callable[[], bytes], write: Callable[[bytes], None], *,
+              workers: int = 4) -> None:
+        """Read requests until ``read`` returns b"" (or raises), answer them concurrently."""
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ref") as pool:
+            while not self.destroyed:
+                try:
+                    data = read()
+                except OSError as exc:
+                    if exc.errno in (errno.EINTR, errno.EAGAIN):
+                        continue
+                    break
+                if not data:
+                    break
+                pool.submit(self._answer, data, write)
+
+    def _answer(self, data: bytes, write: Callable[[bytes], None]) -> None:
+        reply = self.handle(data)
+        if reply is not None:
+            try:
+                write(reply)
+            except OSError:
+                pass  # the kernel gave up on it (interrupted, aborted)
+
+    # -- encoding ---------------------------------------------------------
+    def timeout(self) -> tuple[int, int]:
+        seconds = CACHE_TIMEOUTS[self.options.cache]
+        return int(seconds), int(seconds % 1 * NS)
+
+    def attr_of(self, inode: Inode) -> FuseAttr:
+        return fuse_attr(inode)
+
+    def entry(self, inode: Inode) -> FuseEntryOut:
+        valid, nsec = self.timeout()
+        return FuseEntryOut(nodeid=inode.ino, generation=inode.generation, entry_valid=valid,
+                            attr_valid=valid, entry_valid_nsec=nsec, attr_valid_nsec=nsec,
+                            attr=self.attr_of(inode))
+
+    def attr_out(self, inode: Inode) -> FuseAttrOut:
+        valid, nsec = self.timeout()
+        return FuseAttrOut(attr_valid=valid, attr_valid_nsec=nsec, attr=self.attr_of(inode))
+
+    def open_out(self, fh: int, *, directory: bool = False) -> FuseOpenOut:
+        flags = 0 if directory else CACHE_OPEN_FLAGS[self.options.cache]
+        return FuseOpenOut(fh=fh, open_flags=flags)
+
+
+def fuse_attr(inode: Inode) -> FuseAttr:
+    """The model's inode as fuse_attr (times split into seconds and nanoseconds)."""
+    return FuseAttr(
+        ino=inode.ino, size=inode.size, blocks=(inode.size + 511) // 512,
+        atime=inode.atime // NS, mtime=inode.mtime // NS, ctime=inode.ctime // NS,
+        atimensec=inode.atime % NS, mtimensec=inode.mtime % NS, ctimensec=inode.ctime % NS,
+        mode=inode.mode, nlink=inode.nlink, uid=inode.uid, gid=inode.gid, rdev=inode.rdev,
+        blksize=4096)
+
+
+def caller(request: Request) -> Cred:
+    """The requesting process's credentials; supplementary groups from /proc/PID/status."""
+    header = request.packet
+    uid, gid, pid = int(header.uid), int(header.gid), int(header.pid)
+    return Cred(uid=uid, gid=gid, groups=process_groups(pid), pid=pid)
+
+
+def process_groups(pid: int) -> tuple[int, ...]:
+    """Supplementary groups of ``pid`` (none when it is gone or unreadable)."""
+    if pid <= 0:
+        return ()
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return tuple(int(g) for g in line.split()[1:])
+    except OSError:
+        pass
+    return ()
+
+
+def name_of(layer: Packet) -> bytes:
+    """The name a FuseName layer carries."""
+    return bytes(layer.getfieldval("name"))
+
+
+def names(request: Request) -> list[bytes]:
+    return [name_of(layer) for layer in request.packet.iterpayloads() if isinstance(layer, FuseName)]
+
+
+def payload_after(request: Request, cls: type[Packet]) -> bytes:
+    """The bytes following the ``cls`` layer (WRITE data, xattr values)."""
+    layer = request.packet[cls]
+    return bytes(layer.payload)
+
+
+# -- handlers ----------------------------------------------------------------
+@handles(c.FUSE_LOOKUP)
+def _lookup(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    return srv.entry(srv.fs.lookup(req.nodeid, names(req)[0], cred))
+
+
+@handles(c.FUSE_FORGET)
+def _forget(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    srv.fs.forget(req.nodeid, int(req.packet[FuseForgetIn].nlookup))
+
+
+@handles(c.FUSE_BATCH_FORGET)
+def _batch_forget(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    for one in req.packet.iterpayloads():
+        if isinstance(one, FuseForgetOne):
+            srv.fs.forget(int(one.nodeid), int(one.nlookup))
+
+
+@handles(c.FUSE_GETATTR)
+def _getattr(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    return srv.attr_out(srv.fs.getattr(req.nodeid))
+
+
+@handles(c.FUSE_SETATTR)
+def _setattr(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    arg = req.packet[FuseSetattrIn]
+    valid = int(arg.valid)
+    changes: dict[str, Any] = {}
+    if valid & c.FATTR_MODE:
+        changes["mode"] = int(arg.mode)
+    if valid & c.FATTR_UID:
+        changes["uid"] = int(arg.uid)
+    if valid & c.FATTR_GID:
+        changes["gid"] = int(arg.gid)
+    if valid & c.FATTR_SIZE:
+        changes["size"] = int(arg.size)
+    if valid & c.FATTR_ATIME:
+        changes["atime"] = int(arg.atime) * NS + int(arg.atimensec)
+    if valid & c.FATTR_MTIME:
+        changes["mtime"] = int(arg.mtime) * NS + int(arg.mtimensec)
+    if valid & c.FATTR_CTIME:
+        changes["ctime"] = int(arg.ctime) * NS + int(arg.ctimensec)
+    return srv.attr_out(srv.fs.setattr(
+        req.nodeid, cred, atime_now=bool(valid & c.FATTR_ATIME_NOW),
+        mtime_now=bool(valid & c.FATTR_MTIME_NOW),
+        kill_suidgid=bool(valid & c.FATTR_KILL_SUIDGID), **changes))
+
+
+@handles(c.FUSE_READLINK)
+def _readlink(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    return Raw(srv.fs.readlink(req.nodeid))
+
+
+@handles(c.FUSE_SYMLINK)
+def _symlink(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    name, target = names(req)
+    return srv.entry(srv.fs.symlink(req.nodeid, name, target, cred))
+
+
+@handles(c.FUSE_MKNOD)
+def _mknod(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    arg = req.packet[FuseMknodIn]
+    return srv.entry(srv.fs.mknod(req.nodeid, names(req)[0], int(arg.mode), int(arg.rdev), cred,
+                                  umask=int(arg.umask or 0)))
+
+
+@handles(c.FUSE_MKDIR)
+def _mkdir(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    arg = req.packet[FuseMkdirIn]
+    return srv.entry(srv.fs.mkdir(req.nodeid, names(req)[0], int(arg.mode), cred,
+                                  umask=int(arg.umask)))
+
+
+@handles(c.FUSE_UNLINK)
+def _unlink(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    srv.fs.unlink(req.nodeid, names(req)[0], cred)
+
+
+@handles(c.FUSE_RMDIR)
+def _rmdir(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    srv.fs.rmdir(req.nodeid, names(req)[0], cred)
+
+
+@handles(c.FUSE_RENAME, c.FUSE_RENAME2)
+def _rename(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    old, new = names(req)
+    if req.opcode == c.FUSE_RENAME2:
+        arg = req.packet[FuseRename2In]
+        newdir, flags = int(arg.newdir), int(arg.flags)
+    else:
+        newdir, flags = int(req.packet[FuseRenameIn].newdir), 0
+    srv.fs.rename(req.nodeid, old, newdir, new, cred, flags=flags)
+
+
+@handles(c.FUSE_LINK)
+def _link(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    old = int(req.packet[FuseLinkIn].oldnodeid)
+    return srv.entry(srv.fs.link(old, req.nodeid, names(req)[0], cred))
+
+
+@handles(c.FUSE_OPEN)
+def _open(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    flags = int(req.packet[FuseOpenIn].flags)
+    return srv.open_out(srv.fs.open(req.nodeid, flags, cred))
+
+
+@handles(c.FUSE_READ)
+def _read(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    arg = req.packet[FuseReadIn]
+    return Raw(srv.fs.read(int(arg.fh), int(arg.offset), int(arg.size)))
+
+
+@handles(c.FUSE_WRITE)
+def _write(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    arg = req.packet[FuseWriteIn]
+    data = payload_after(req, FuseWriteIn)[: int(arg.size)]
+    written = srv.fs.write(int(arg.fh), int(arg.offset), data,
+                           kill_suidgid=bool(int(arg.write_flags or 0) & c.FUSE_WRITE_KILL_SUIDGID))
+    return FuseWriteOut(size=written)
+
+
+@handles(c.FUSE_STATFS)
+def _statfs(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    return FuseStatfsOut(st=FuseKstatfs(**srv.fs.statfs()))  # type: ignore[arg-type]
+
+
+@handles(c.FUSE_RELEASE)
+def _release(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    srv.fs.release(int(req.packet[FuseReleaseIn].fh))
+
+
+@handles(c.FUSE_RELEASEDIR)
+def _releasedir(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    srv.fs.releasedir(int(req.packet[FuseReleaseIn].fh))
+
+
+@handles(c.FUSE_FLUSH)
+def _flush(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    arg = req.packet[FuseFlushIn]
+    srv.fs.flush(int(arg.fh), int(arg.lock_owner))
+
+
+@handles(c.FUSE_FSYNC, c.FUSE_FSYNCDIR)
+def _fsync(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    """Everything lives in memory: nothing to flush."""
+
+
+@handles(c.FUSE_SETXATTR)
+def _setxattr(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    arg = req.packet[FuseSetxattrIn]
+    name = names(req)[0]
+    layer = next(p for p in req.packet.iterpayloads() if isinstance(p, FuseName))
+    value = bytes(layer.payload)[: int(arg.size)]
+    srv.fs.setxattr(req.nodeid, name, value, int(arg.flags), cred)
+
+
+@handles(c.FUSE_GETXATTR)
+def _getxattr(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    size = int(req.packet[FuseGetxattrIn].size)
+    value = srv.fs.getxattr(req.nodeid, names(req)[0], cred)
+    return sized_value(value, size)
+
+
+@handles(c.FUSE_LISTXATTR)
+def _listxattr(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    size = int(req.packet[FuseGetxattrIn].size)
+    listing = b"".join(name + b"\0" for name in srv.fs.listxattr(req.nodeid, cred))
+    return sized_value(listing, size)
+
+
+def sized_value(value: bytes, size: int) -> Packet:
+    """GETXATTR/LISTXATTR: the size for a size-0 probe, ERANGE when it does not fit."""
+    if size == 0:
+        return FuseGetxattrOut(size=len(value))
+    if len(value) > size:
+        raise FsError(errno.ERANGE)
+    return Raw(value)
+
+
+@handles(c.FUSE_REMOVEXATTR)
+def _removexattr(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    srv.fs.removexattr(req.nodeid, names(req)[0], cred)
+
+
+@handles(c.FUSE_OPENDIR)
+def _opendir(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    return srv.open_out(srv.fs.opendir(req.nodeid, cred), directory=True)
+
+
+@handles(c.FUSE_READDIR)
+def _readdir(srv: ReferenceServer, req: Request, cred: Cred) -> Packet | None:
+    arg = req.packet[FuseReadIn]
+    room = int(arg.size)
+    dirents: list[Packet] = []
+    for name, ino, kind, next_offset in srv.fs.readdir(int(arg.fh), int(arg.offset)):
+        length = (c.FUSE_NAME_OFFSET + len(name) + 7) & ~7
+        if length > room:
+            break
+        room -= length
+        dirents.append(FuseDirent(ino=ino, off=next_offset, type=kind, name=name))
+    return FuseDirentList(dirents=dirents) if dirents else None
+
+
+@handles(c.FUSE_GETLK)
+def _getlk(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    arg = req.packet[FuseLkIn]
+    lk = arg.lk
+    start, end, kind, pid = srv.fs.getlk(int(arg.fh), int(arg.owner), int(lk.start), int(lk.end),
+                                         int(lk.type), int(lk.pid))
+    out = FuseLkOut()
+    out.lk.start, out.lk.end, out.lk.type, out.lk.pid = start, end, kind, pid
+    return out
+
+
+@handles(c.FUSE_SETLK, c.FUSE_SETLKW)
+def _setlk(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    arg = req.packet[FuseLkIn]
+    lk = arg.lk
+    if int(arg.lk_flags) & c.FUSE_LK_FLOCK:
+        srv.fs.flock(int(arg.fh), int(arg.owner), int(lk.type))
+    else:
+        srv.fs.setlk(int(arg.fh), int(arg.owner), int(lk.start), int(lk.end), int(lk.type),
+                     int(lk.pid))
+
+
+@handles(c.FUSE_ACCESS)
+def _access(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    srv.fs.access(req.nodeid, int(req.packet[FuseAccessIn].mask), cred)
+
+
+@handles(c.FUSE_CREATE)
+def _create(srv: ReferenceServer, req: Request, cred: Cred) -> tuple[Packet, Packet]:
+    arg = req.packet[FuseCreateIn]
+    inode, fh = srv.fs.create(req.nodeid, names(req)[0], int(arg.mode), int(arg.flags), cred,
+                              umask=int(arg.umask or 0))
+    return srv.entry(inode), srv.open_out(fh)
+
+
+@handles(c.FUSE_TMPFILE)
+def _tmpfile(srv: ReferenceServer, req: Request, cred: Cred) -> tuple[Packet, Packet]:
+    arg = req.packet[FuseCreateIn]
+    inode, fh = srv.fs.tmpfile(req.nodeid, int(arg.mode), cred)
+    return srv.entry(inode), srv.open_out(fh)
+
+
+@handles(c.FUSE_INTERRUPT)
+def _interrupt(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    srv.interrupted.add(int(req.packet[FuseInterruptIn].unique))
+
+
+@handles(c.FUSE_DESTROY)
+def _destroy(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    srv.destroyed = True
+
+
+@handles(c.FUSE_FALLOCATE)
+def _fallocate(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    arg = req.packet[FuseFallocateIn]
+    srv.fs.fallocate(int(arg.fh), int(arg.mode), int(arg.offset), int(arg.length))
+
+
+@handles(c.FUSE_LSEEK)
+def _lseek(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    arg = req.packet[FuseLseekIn]
+    return FuseLseekOut(offset=srv.fs.lseek(int(arg.fh), int(arg.offset), int(arg.whence)))
+
+
+@handles(c.FUSE_COPY_FILE_RANGE, c.FUSE_COPY_FILE_RANGE_64)
+def _copy_file_range(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    arg = req.packet[FuseCopyFileRangeIn]
+    copied = srv.fs.copy_file_range(int(arg.fh_in), int(arg.off_in), int(arg.fh_out),
+                                    int(arg.off_out), int(arg.len))
+    if req.opcode == c.FUSE_COPY_FILE_RANGE_64:
+        return FuseCopyFileRangeOut(bytes_copied=copied)
+    return FuseWriteOut(size=min(copied, 0xFFFFFFFF))
+
+
