@@ -7,15 +7,10 @@ import signal
 from collections.abc import Generator
 
 import pytest
-from hypothesis import HealthCheck, settings
 
-from targets.skip import in_ci
+from conformance.profiles import load as load_profiles
 
-settings.register_profile("dev", max_examples=50, deadline=None)
-settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("soak", max_examples=20_000, stateful_step_count=200, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if in_ci() else "dev"))
+load_profiles()
 
 DEFAULT_TARGET = "ref"
 
@@ -69,7 +64,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     wanted = config.getoption("--rule")
     if not wanted:
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         marker = item.get_closest_marker("rule")
         chosen = marker is not None and any(marker.args[0].startswith(w) for w in wanted)
@@ -102,7 +98,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     outcome = "XFAIL" if hasattr(report, "wasxfail") and report.skipped else report.outcome.upper()
     if report.when == "setup" and report.failed:
         outcome = "ERROR"
-    _results[report.nodeid] = (props["rule"], outcome, props.get("statement", ""))
+    _results[report.nodeid] = (str(props["rule"]), outcome, str(props.get("statement", "")))
 
 
 _results: dict[str, tuple[str, str, str]] = {}

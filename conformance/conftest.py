@@ -75,7 +75,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker and (known := deviation(spec.name, marker.args[0], param)):
             item.stash[DEVIATION] = known
             item.add_marker(pytest.mark.xfail(reason=f"known {spec.name} deviation: {known.reason}",
-                                              strict=True))
+                                              strict=known.strict))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -64,20 +64,37 @@ def twin(request: pytest.FixtureRequest, mounted: MountTarget, reference_root: P
     if "readonly" in mounted.features:
         pytest.skip(f"not applicable: {mounted.name} is read-only")
     name = f"t{os.getpid()}-{next(_counter)}"
-    pair = Twin(mounted.path / name, reference_root / name)
+    watchdog = Watchdog(request.config.getoption("--op-timeout"), mounted)
+    pair = Twin(mounted.path / name, reference_root / name, kick=watchdog.kick)
     for root in (pair.target, pair.reference):
         os.mkdir(root, 0o755)
         os.chmod(root, 0o755)
-    timeout = request.config.getoption("--op-timeout")
-    watchdog = threading.Timer(timeout, _abort, args=(mounted,))
-    watchdog.daemon = True
-    watchdog.start()
+    watchdog.kick()
     try:
         yield pair
     finally:
-        watchdog.cancel()
+        watchdog.stop()
         for root in (pair.target, pair.reference):
             _remove(root)
+
+
+class Watchdog:
+    """Aborts the target's connection when no progress was reported for ``timeout`` s."""
+
+    def __init__(self, timeout: float, mounted: MountTarget) -> None:
+        self.timeout = timeout
+        self.mounted = mounted
+        self.timer: threading.Timer | None = None
+
+    def kick(self) -> None:
+        self.stop()
+        self.timer = threading.Timer(self.timeout, _abort, args=(self.mounted,))
+        self.timer.daemon = True
+        self.timer.start()
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 def _abort(mounted: MountTarget) -> None:
@@ -91,6 +108,8 @@ def _remove(root: Path) -> None:
     """Remove a test's tree, whatever modes the test left on it."""
     for dirpath, dirnames, _files in os.walk(root):
         for name in dirnames:
-            with contextlib.suppress(OSError):
-                os.chmod(Path(dirpath) / name, 0o755, follow_symlinks=False)
+            path = Path(dirpath) / name
+            if not path.is_symlink():  # Linux cannot chmod a link itself
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o755)
     shutil.rmtree(root, ignore_errors=True)

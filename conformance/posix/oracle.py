@@ -12,7 +12,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class Twin:
 
     target: Path
     reference: Path
+    kick: Callable[[], None] = field(default=lambda: None, compare=False)
+    """Tell the watchdog the test is still making progress (long sequences call it per step)."""
 
     def run(self, call: Callable[[Path], Any]) -> tuple[Outcome, Outcome]:
         """``call(root)`` on the target's root, then on the reference's."""

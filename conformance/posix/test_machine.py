@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from conformance.posix.oracle import Outcome, Twin, attempt, stat_view
+from conformance.profiles import stateful_settings
 from conformance.rules import rule as conformance_rule
 
 NAMES = st.sampled_from(["a", "b", "c", "d/e", "d/f", "d", "g"])
@@ -41,6 +42,7 @@ class TwinMachine(RuleBasedStateMachine):
     def step(self, line: str, call: object) -> Outcome:
         """Run ``call(root)`` on both trees; compare; remember the line for the script."""
         self.script.append(line)
+        self.twin.kick()
         got, want = self.twin.run(call)  # type: ignore[arg-type]
         assert got == want, self.report(f"{line}: the target gave {got}, tmpfs gives {want}")
         return got
@@ -142,7 +144,7 @@ def test_differential_machine(twin: Twin, features: frozenset[str]) -> None:
             _empty(tree)
         return TwinMachine(twin, features)
 
-    run_state_machine_as_test(fresh)  # type: ignore[arg-type]  # a factory, as hypothesis allows
+    run_state_machine_as_test(fresh, settings=stateful_settings())  # type: ignore[arg-type]
 
 
 def _empty(root: Path) -> None:

@@ -22,9 +22,10 @@ class AttrOps(FsCore):
                 ctime: int | None = None, kill_suidgid: bool = False, fh: int | None = None) -> Inode:
         """chmod/chown/truncate/utimensat in one, checked like setattr_prepare, all or nothing.
 
-        ctime changes with everything but a truncate to the same size (as on tmpfs: truncate(2)
-        then changes no time; ftruncate and O_TRUNC also pass "mtime now"). ``*_now`` win over values; both times "now" is touch (owner or write permission), any other
-        time change needs the owner. ``fh``: the truncate comes from an open file (ftruncate). An
+        ctime changes with everything but a truncate to the same size of a file without pages
+        (tmpfs's rule for truncate(2); ftruncate and O_TRUNC also pass "mtime now"). ``*_now``
+        win over values; both times "now" is touch (owner or write permission), any other time
+        change needs the owner. ``fh``: the truncate comes from an open file (ftruncate). An
         explicit ``ctime`` (the kernel's writeback cache syncing times) skips the time checks.
         """
         node = self._get(ino)
@@ -44,7 +45,8 @@ class AttrOps(FsCore):
             if atime_now:
                 self._check(node, MAY_WRITE, cred)
         now = self._now()
-        changed = size is not None and size != node.size
+        # tmpfs: a truncate to the same size still touches the times when pages are allocated
+        changed = size is not None and (size != node.size or node.data.allocated > 0)
         if size is not None or kill_suidgid:
             self._drop_privs(node, cred, forced=kill_suidgid)
         if size is not None and changed:

@@ -97,17 +97,19 @@ class FsCore:
         if len(name) > NAME_MAX:
             raise FsError(errno.ENAMETOOLONG)
 
-    def _may_create(self, parent: int, name: bytes, cred: Cred) -> Inode:
-        """filename_create + may_create: search, EEXIST, a live directory, write permission."""
+    def _may_create(self, parent: int, name: bytes, cred: Cred, *, write: bool = True) -> Inode:
+        """filename_create + may_create: search, a live directory, EEXIST, write permission
+        (checked later by the caller if not ``write``)."""
         directory = self._dir(parent, cred)
         if name in (b".", b".."):
             raise FsError(errno.EEXIST)
         self._valid_name(name)
-        if name in directory.entries:
-            raise FsError(errno.EEXIST)
         if directory.nlink == 0:
             raise FsError(errno.ENOENT)
-        self._check(directory, MAY_WRITE | MAY_EXEC, cred)
+        if name in directory.entries:
+            raise FsError(errno.EEXIST)
+        if write:
+            self._check(directory, MAY_WRITE | MAY_EXEC, cred)
         return directory
 
     def _sticky_denies(self, directory: Inode, node: Inode, cred: Cred) -> bool:

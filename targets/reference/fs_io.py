@@ -54,7 +54,8 @@ class IoOps(NamespaceOps, FsCore):
     def create(self, parent: int, name: bytes, mode: int, flags: int, cred: Cred,
                umask: int = 0) -> tuple[Inode, int]:
         """O_CREAT: a new regular file opened with ``flags`` (no permission check on it); an
-        existing name is opened unless O_EXCL (EEXIST)."""
+        existing name is opened unless O_EXCL (EEXIST), with may_create_in_sticky's rule for
+        others' symlinks and devices in sticky directories (protected_regular/fifos off)."""
         directory = self._dir(parent, cred)
         existing = directory.entries.get(name)
         if existing is not None:
@@ -63,6 +64,9 @@ class IoOps(NamespaceOps, FsCore):
             node = self.inodes[existing]
             if node.is_dir:
                 raise FsError(errno.EISDIR)
+            if (directory.mode & stat.S_ISVTX and directory.mode & 0o022 and not node.is_reg
+                    and not stat.S_ISFIFO(node.mode) and node.uid not in (directory.uid, cred.uid)):
+                raise FsError(errno.EACCES)
             fh = self._open(node, flags, cred, check=True)
             node.nlookup += 1
             return node, fh

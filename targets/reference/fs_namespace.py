@@ -7,7 +7,17 @@ import os
 import stat
 
 from targets.reference.fs_core import FsCore
-from targets.reference.fs_types import MAY_READ, MAY_WRITE, PATH_MAX, ROOT_INO, Cred, FsError, Handle, Inode
+from targets.reference.fs_types import (
+    MAY_EXEC,
+    MAY_READ,
+    MAY_WRITE,
+    PATH_MAX,
+    ROOT_INO,
+    Cred,
+    FsError,
+    Handle,
+    Inode,
+)
 
 RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
 
@@ -73,9 +83,10 @@ class NamespaceOps(FsCore):
     def link(self, ino: int, newparent: int, newname: bytes, cred: Cred) -> Inode:
         """A new name for ``ino``; protected_hardlinks=1 rules for callers who do not own it."""
         node = self._get(ino)
-        directory = self._may_create(newparent, newname, cred)
+        directory = self._may_create(newparent, newname, cred, write=False)
         if not self._owner_or_root(node, cred) and not self._may_hardlink(node, cred):
             raise FsError(errno.EPERM)
+        self._check(directory, MAY_WRITE | MAY_EXEC, cred)
         if node.is_dir:
             raise FsError(errno.EPERM)
         if node.nlink == 0 and not node.linkable:

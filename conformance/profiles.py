@@ -1,0 +1,42 @@
+"""Hypothesis profiles: how many examples a run draws (``HYPOTHESIS_PROFILE`` picks one).
+
+``dev`` for a person at a terminal, ``ci`` deterministic, ``soak`` for nightly
+fuzzing, ``smoke`` for the self-tests' child runs against real daemons.  The
+differential state machines draw ``STATEFUL_EXAMPLES[profile]`` examples.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+from targets.skip import in_ci
+
+STATEFUL_EXAMPLES = {"dev": 200, "ci": 200, "soak": 5_000, "smoke": 20}
+
+
+def load() -> str:
+    """Register the profiles and load the one in force; its name."""
+    slow = [HealthCheck.too_slow]
+    settings.register_profile("dev", max_examples=50, deadline=None)
+    settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
+                              suppress_health_check=slow)
+    settings.register_profile("soak", max_examples=20_000, stateful_step_count=200, deadline=None)
+    settings.register_profile("smoke", max_examples=20, deadline=None, derandomize=True,
+                              suppress_health_check=slow)
+    name = profile()
+    settings.load_profile(name)
+    return name
+
+
+def profile() -> str:
+    return os.environ.get("HYPOTHESIS_PROFILE", "ci" if in_ci() else "dev")
+
+
+def stateful_settings() -> settings:
+    """The profile in force, with the state machines' example count for it."""
+    default = settings.default
+    assert default is not None
+    examples = STATEFUL_EXAMPLES.get(profile(), default.max_examples)
+    return settings(default, max_examples=examples)
