@@ -264,6 +264,11 @@ def test_sticky_directory(fs: Filesystem) -> None:
         fs.rename(tmp.ino, b"b", tmp.ino, b"a", BOB)
     fs.rename(tmp.ino, b"a", tmp.ino, b"c", ALICE)
     fs.unlink(tmp.ino, b"c", ROOT)
+    fs.symlink(tmp.ino, b"l", b"target", ALICE)
+    with fails(errno.EACCES):  # O_CREAT on another user's symlink in a sticky directory
+        fs.create(tmp.ino, b"l", 0o644, os.O_WRONLY | os.O_NOFOLLOW, BOB)
+    with fails(errno.ELOOP):
+        fs.create(tmp.ino, b"l", 0o644, os.O_WRONLY | os.O_NOFOLLOW, ALICE)
 
 
 def test_rename_replaces_and_counts(fs: Filesystem) -> None:
@@ -968,7 +973,7 @@ xattr_flags = st.sampled_from([0, 0, XATTR_CREATE, XATTR_REPLACE])
 
 
 @st.composite
-def acl_values(draw: st.DrawFn) -> bytes:
+def acl_values(draw: st.DrawFn, damaged: bool = True) -> bytes:
     """Mostly valid ACLs (named users and groups, maybe repeated), sometimes damaged ones."""
     perm = st.integers(0, 7)
     named_users = draw(st.lists(st.tuples(st.just(ACL_USER), perm, st.sampled_from(IDS)), max_size=2))
@@ -979,7 +984,8 @@ def acl_values(draw: st.DrawFn) -> bytes:
     if named_users or named_groups or mask:
         entries.append((ACL_MASK, draw(perm), UNDEF))
     entries.append((ACL_OTHER, draw(perm), UNDEF))
-    damage = draw(st.sampled_from(["none"] * 8 + ["swap", "drop", "perm", "version", "cut", "header"]))
+    damage = draw(st.sampled_from(["none"] * 8 + ["swap", "drop", "perm", "version", "cut", "header"]
+                                  if damaged else ["none"]))
     if damage == "swap":
         entries[0], entries[-1] = entries[-1], entries[0]
     elif damage == "drop":
@@ -1134,11 +1140,16 @@ class TmpfsDifferential(RuleBasedStateMachine):
         assert got == expected, f"tmpfs {got} != model {expected} as {user}"
 
     @initialize(dmode=st.sampled_from([0o777, 0o1777, 0o2777, 0o755, 0o750]),
-                fmode=st.sampled_from([0o666, 0o644, 0o640, 0o6755, 0o2764, 0o600]), owner=users)
-    def seed(self, dmode: int, fmode: int, owner: str) -> None:
-        """A directory and two files with some data, made by ``owner``."""
+                fmode=st.sampled_from([0o666, 0o644, 0o640, 0o6755, 0o2764, 0o600]), owner=users,
+                acls=st.tuples(st.none() | acl_values(damaged=False), st.none() | acl_values(damaged=False)))
+    def seed(self, dmode: int, fmode: int, owner: str, acls: tuple[bytes | None, bytes | None]) -> None:
+        """A directory (maybe with a default ACL) and two files with data (one maybe with an
+        access ACL), made by ``owner``."""
+        default, access = acls
         self.same(owner, 0, lambda: os.mkdir(self.real("a"), dmode),
                   lambda cred: self.fs.mkdir(ROOT_INO, b"a", dmode, cred) and None)
+        if default is not None:
+            self.seed_acl("a", DEFAULT, default)
         for path in ("b", "a/c"):
             def real(path: str = path) -> None:
                 fd = os.open(self.real(path), os.O_CREAT | os.O_WRONLY, fmode)
@@ -1151,6 +1162,14 @@ class TmpfsDifferential(RuleBasedStateMachine):
                 self.fs.release(fh)
 
             self.same(owner, 0, real, model)
+        if access is not None:
+            self.seed_acl("b", ACCESS, access)
+
+    def seed_acl(self, path: str, name: bytes, value: bytes) -> None:
+        def model(cred: Cred) -> None:
+            self.fs.setxattr(self.ino(path, cred), name, value, 0, cred)
+
+        self.same("root", 0, partial(os.setxattr, self.real(path), name, value), model)
 
     # -- names
     @rule(data=st.data(), mode=modes, umask=umasks, user=users, excl=st.booleans())
@@ -1432,8 +1451,9 @@ def test_posix_locks_against_tmpfs(tmpfs: Path, ops: list[tuple[int, int, int, i
     fs = Filesystem(clock=Clock())
     node, first = fs.create(ROOT_INO, b"f", 0o666, os.O_RDWR, ROOT)
     handles = [first] + [fs.open(node.ino, os.O_RDWR, ROOT) for _ in range(2)]
-    path = tempfile.mktemp(dir=tmpfs)
-    fds = [os.open(path, os.O_RDWR | os.O_CREAT, 0o666) for _ in range(3)]
+    fd, path = tempfile.mkstemp(dir=tmpfs)
+    os.close(fd)
+    fds = [os.open(path, os.O_RDWR) for _ in range(3)]
     try:
         for owner, kind, start, length in ops:
             end = OFFSET_MAX if length == 0 else start + length - 1
@@ -1449,3 +1469,112 @@ def test_posix_locks_against_tmpfs(tmpfs: Path, ops: list[tuple[int, int, int, i
         for fd in fds:
             os.close(fd)
         os.unlink(path)
+
+
+FLOCK_OPS = {F_RDLCK: fcntl.LOCK_SH, F_WRLCK: fcntl.LOCK_EX, F_UNLCK: fcntl.LOCK_UN}
+
+
+@given(ops=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(sorted(FLOCK_OPS))), max_size=25))
+def test_flock_against_tmpfs(tmpfs: Path, ops: list[tuple[int, int]]) -> None:
+    """flock(LOCK_NB) from three open files: conflicts, conversions (a failed one loses the lock)."""
+    fs = Filesystem(clock=Clock())
+    node, first = fs.create(ROOT_INO, b"f", 0o666, os.O_RDWR, ROOT)
+    handles = [first] + [fs.open(node.ino, os.O_RDWR, ROOT) for _ in range(2)]
+    fd, path = tempfile.mkstemp(dir=tmpfs)
+    os.close(fd)
+    fds = [os.open(path, os.O_RDWR) for _ in range(3)]
+    try:
+        for owner, kind in ops:
+            real = outcome(partial(fcntl.flock, fds[owner], FLOCK_OPS[kind] | fcntl.LOCK_NB))
+            model = outcome(partial(fs.flock, handles[owner], owner, kind))
+            assert real == model, (owner, kind)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        os.unlink(path)
+
+
+def fresh_dir(tmpfs: Path) -> str:
+    where = tempfile.mkdtemp(dir=tmpfs)
+    os.chmod(where, 0o777)
+    return where
+
+
+@given(mode=st.integers(0, 0o7777), owner=st.sampled_from([0, *IDS]), group=st.sampled_from([0, *IDS]),
+       acl_value=st.none() | acl_values(damaged=False), is_dir=st.booleans())
+def test_access_decisions_against_tmpfs(tmpfs: Path, mode: int, owner: int, group: int,
+                                        acl_value: bytes | None, is_dir: bool) -> None:
+    """generic_permission with mode bits or an access ACL: every user, every R/W/X mask."""
+    path = os.path.join(fresh_dir(tmpfs), "x")
+    fs = Filesystem(clock=Clock(), root_mode=0o40777)
+    if is_dir:
+        os.mkdir(path)
+        node = fs.mkdir(ROOT_INO, b"x", 0o755, ROOT)
+    else:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+        node = new_file(fs, b"x")
+    os.chown(path, owner, group)
+    os.chmod(path, mode)
+    fs.setattr(node.ino, ROOT, uid=owner, gid=group)
+    fs.setattr(node.ino, ROOT, mode=mode)
+    if acl_value is not None:
+        os.setxattr(path, ACCESS, acl_value)
+        fs.setxattr(node.ino, ACCESS, acl_value, 0, ROOT)
+    assert oct(os.stat(path).st_mode) == oct(node.mode)
+    for user, cred in USERS.items():
+        real = as_user(cred, 0, lambda: [outcome(partial(faccess, path, mask)) for mask in range(8)])
+        model = ("ok", [outcome(partial(fs.access, node.ino, mask, cred)) for mask in range(8)])
+        assert real == model, user
+
+
+MODE_OPS = ["chown", "chgrp", "write", "truncate", "open-trunc", "chmod", "acl"]
+
+
+@given(mode=st.sampled_from([0o6755, 0o6745, 0o2755, 0o2745, 0o4755, 0o6777]) | st.integers(0, 0o7777),
+       owner=st.sampled_from([0, *IDS]), group=st.sampled_from([0, *IDS]), actor=users,
+       op=st.sampled_from(MODE_OPS), arg=st.sampled_from([0, *IDS]))
+def test_privilege_bits_against_tmpfs(tmpfs: Path, mode: int, owner: int, group: int, actor: str, op: str,
+                                      arg: int) -> None:
+    """suid/sgid after chown, chgrp, write, truncate, O_TRUNC, chmod and an ACL, by any user."""
+    path = os.path.join(fresh_dir(tmpfs), "x")
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+    os.chown(path, owner, group)
+    os.chmod(path, mode)
+    fs = Filesystem(clock=Clock(), root_mode=0o40777)
+    node = new_file(fs, b"x")
+    fs.setattr(node.ino, ROOT, uid=owner, gid=group)
+    fs.setattr(node.ino, ROOT, mode=mode)
+    cred = USERS[actor]
+    minimal = acl((ACL_USER_OBJ, 7, UNDEF), (ACL_GROUP_OBJ, arg % 8, UNDEF), (ACL_OTHER, 5, UNDEF))
+
+    def real() -> None:
+        if op in ("chown", "chgrp"):
+            os.chown(path, arg if op == "chown" else -1, arg if op == "chgrp" else -1)
+        elif op in ("write", "open-trunc"):
+            fd = os.open(path, os.O_WRONLY | (os.O_TRUNC if op == "open-trunc" else 0))
+            os.write(fd, b"x")
+            os.close(fd)
+        elif op == "truncate":
+            os.truncate(path, 1)
+        elif op == "chmod":
+            os.chmod(path, mode ^ arg)
+        else:
+            os.setxattr(path, ACCESS, minimal)
+
+    def model() -> None:
+        if op in ("chown", "chgrp"):
+            fs.setattr(node.ino, cred, uid=arg if op == "chown" else None, gid=arg if op == "chgrp" else None)
+        elif op in ("write", "open-trunc"):
+            fh = fs.open(node.ino, os.O_WRONLY | (os.O_TRUNC if op == "open-trunc" else 0), cred)
+            fs.write(fh, 0, b"x")
+            fs.release(fh)
+        elif op == "truncate":
+            fs.setattr(node.ino, cred, size=1)
+        elif op == "chmod":
+            fs.setattr(node.ino, cred, mode=mode ^ arg)
+        else:
+            fs.setxattr(node.ino, ACCESS, minimal, 0, cred)
+
+    assert as_user(cred, 0, real) == outcome(model)
+    st_ = os.stat(path)
+    assert (oct(st_.st_mode), st_.st_uid, st_.st_gid) == (oct(node.mode), node.uid, node.gid)

@@ -1,11 +1,15 @@
 """The reference server's in-memory POSIX filesystem: pure Python, no IO, no FUSE structs.
 
 Operations take inode numbers (the root is 1) and a ``Cred``, and raise ``FsError`` with the
-errno Linux gives (checked against tmpfs, whose behaviour the model copies where POSIX leaves a
-choice: directory sizes, data/hole granularity, xattr listing order). Every reply that hands an
-inode to the kernel (lookup, mknod, mkdir, symlink, link, create, tmpfile) counts one kernel
-reference; ``forget`` drops them and an inode goes when it has no name, no reference and no
-open handle. atime follows relatime unless ``relatime=False``.
+errno Linux gives, checked in the kernel's order (the tests compare with a tmpfs of this kernel,
+as root and as other users). Where POSIX leaves a choice the model does what tmpfs does:
+directory sizes (20 bytes a name), 4 KiB data/hole granularity with fallocated pages counted as
+holes, xattr listing order, times touched by a same-size truncate. It also applies the VFS rules
+a FUSE server never has to (protected_hardlinks=1, sticky-directory O_CREAT), so it can stand in
+for the kernel's view. Every reply that hands an inode to the kernel (lookup, mknod, mkdir,
+symlink, link, create, tmpfile) counts one kernel reference; ``forget`` drops them and an inode
+goes when it has no name, no reference and no open handle. atime follows relatime unless
+``relatime=False``; inode numbers are never reused (generation stays 0).
 
 Parts: ``fs_types`` (Cred, FsError, Inode, Handle), ``fs_data`` (sparse pages), ``fs_acl``
 (ACL format and permission checks), ``fs_locks``, ``fs_core`` (state and shared rules), and the

@@ -64,10 +64,14 @@ class AttrOps(FsCore):
                 node.acl_access = fs_acl.chmod(node.acl_access, node.mode)
         node.uid = node.uid if uid is None else uid
         node.gid = node.gid if gid is None else gid
-        if atime_now or atime is not None:
-            node.atime = now if atime_now else atime  # type: ignore[assignment]
-        if mtime_now or mtime is not None:
-            node.mtime = now if mtime_now else mtime  # type: ignore[assignment]
+        if atime_now:
+            node.atime = now
+        elif atime is not None:
+            node.atime = atime
+        if mtime_now:
+            node.mtime = now
+        elif mtime is not None:
+            node.mtime = mtime
         changed = (changed or atime_now or mtime_now or kill_suidgid
                    or any(v is not None for v in (mode, uid, gid, atime, mtime)))
         if ctime is not None:

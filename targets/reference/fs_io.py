@@ -6,7 +6,6 @@ import errno
 import os
 import stat
 
-from targets.reference.fs_core import FsCore
 from targets.reference.fs_data import PAGE
 from targets.reference.fs_locks import F_RDLCK, F_UNLCK, Locks
 from targets.reference.fs_namespace import NamespaceOps
@@ -26,7 +25,7 @@ FALLOC_MODES = (0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SI
                 FALLOC_FL_ZERO_RANGE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)
 
 
-class IoOps(NamespaceOps, FsCore):
+class IoOps(NamespaceOps):
     def open(self, ino: int, flags: int, cred: Cred) -> int:
         """may_open's checks, then O_TRUNC; O_APPEND and O_NOATIME stay with the handle."""
         node = self._get(ino)

@@ -6,6 +6,7 @@ import errno
 import os
 import stat
 
+from targets.reference import fs_acl
 from targets.reference.fs_core import FsCore
 from targets.reference.fs_types import (
     MAY_EXEC,
@@ -101,13 +102,10 @@ class NamespaceOps(FsCore):
         return node
 
     def _may_hardlink(self, node: Inode, cred: Cred) -> bool:
+        """A regular file, not setuid or setgid-executable, that ``cred`` may read and write."""
         if not node.is_reg or node.mode & stat.S_ISUID or node.mode & 0o2010 == 0o2010:
             return False
-        try:
-            self._check(node, MAY_READ | MAY_WRITE, cred)
-        except FsError:
-            return False
-        return True
+        return fs_acl.permitted(node, MAY_READ | MAY_WRITE, cred, acls=self.acls)
 
     def unlink(self, parent: int, name: bytes, cred: Cred) -> None:
         directory = self._dir(parent, cred)
