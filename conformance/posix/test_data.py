@@ -1,10 +1,8 @@
-"""fallocate, lseek SEEK_DATA/SEEK_HOLE, fsync, POSIX locks between processes."""
+"""fallocate, lseek SEEK_DATA/SEEK_HOLE, fsync."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import struct
 from pathlib import Path
 
 import pytest
@@ -87,39 +85,3 @@ def test_fsync(twin: Twin) -> None:
             os.close(fd)
 
     assert twin.same(run, "fsync").value == b"durable"
-
-
-@rule("POSIX-LOCK-001", "A write lock held by one process makes another's conflicting F_SETLK "
-      "fail with EAGAIN and F_GETLK report the holder", source="POSIX.1-2017 fcntl(): F_SETLK",
-      area=AREA)
-def test_posix_locks(twin: Twin) -> None:
-    def run(root: Path) -> tuple[str, int]:
-        (root / "f").write_bytes(b"0123456789")
-        fd = os.open(root / "f", os.O_RDWR)
-        read_end, write_end = os.pipe()
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 0)
-            pid = os.fork()
-            if pid == 0:
-                code = "none"
-                try:
-                    child = os.open(root / "f", os.O_RDWR)
-                    try:
-                        fcntl.lockf(child, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 0)
-                        code = "locked"
-                    except OSError as exc:
-                        code = "EAGAIN" if exc.errno in (11, 13) else f"errno {exc.errno}"
-                    query = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 5, 0)
-                    holder = struct.unpack("hhqqi", fcntl.fcntl(child, fcntl.F_GETLK, query))[4]
-                    os.write(write_end, f"{code} {holder}".encode())
-                finally:
-                    os._exit(0)
-            os.waitpid(pid, 0)
-            answer = os.read(read_end, 100).decode().split()
-            return answer[0], int(answer[1]) == os.getpid()
-        finally:
-            os.close(fd)
-            os.close(read_end)
-            os.close(write_end)
-
-    assert twin.same(run, "lock conflict").value == ("EAGAIN", True)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--source: serving a host directory is not implemented yet", file=sys.stderr)
         return 2
     options = Options(cache=args.cache, writeback=args.writeback, acl=args.acl, mutant=args.mutant)
-    fs = Filesystem()
+    fs = Filesystem(acl=options.acl)  # the kernel checks ACLs only when FUSE_POSIX_ACL is on
     seed(fs)
     server = ReferenceServer(fs, options)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))

@@ -257,6 +257,10 @@ class NamespaceOps(FsCore):
         self._accessed(node)
         return out
 
+    def directory_of(self, fh: int) -> int:
+        """The inode an open directory handle stands for (READDIRPLUS looks its entries up)."""
+        return self._handle(fh, directory=True).ino
+
     def releasedir(self, fh: int) -> None:
         self._release(fh, directory=True)
 

@@ -23,6 +23,7 @@ from protocol.events import Request
 from protocol.layers import (
     FuseAttrOut,
     FuseDirentList,
+    FuseDirentplusList,
     FuseEntryOut,
     FuseFallocateIn,
     FuseGetxattrIn,
@@ -144,15 +145,17 @@ mutant("rename-flags-ignored", "namespace", "RENAME2 ignores NOREPLACE and EXCHA
 
 
 def _drop_boundary_entry(srv: Any, req: Request, result: Any) -> Any:
-    """Loses the first entry of every READDIR reply after the first."""
-    if isinstance(result, FuseDirentList) and int(req.packet.payload.offset) > 0 and result.dirents:
+    """Loses the first entry of every READDIR(PLUS) reply after the first."""
+    if (isinstance(result, FuseDirentList | FuseDirentplusList) and int(req.packet.payload.offset) > 0
+            and result.dirents):
         result.dirents = result.dirents[1:]
     return result
 
 
 mutant("readdir-drops-at-boundary", "namespace",
        "READDIR loses the entry at each reply boundary (it shows only in long listings)",
-       "FUSE-READDIR-002", "POSIX-READDIR-001", result=_on({c.FUSE_READDIR}, _drop_boundary_entry))
+       "FUSE-READDIR-002", "POSIX-READDIR-001",
+       result=_on({c.FUSE_READDIR, c.FUSE_READDIRPLUS}, _drop_boundary_entry))
 
 
 # -- xattrs ---------------------------------------------------------------------

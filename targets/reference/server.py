@@ -12,6 +12,7 @@ faults switched on by ``Options.mutant``.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import threading
 import traceback
@@ -23,6 +24,7 @@ from typing import Any
 from scapy.packet import Packet, Raw
 
 from protocol import constants as c
+from protocol.codec import codec
 from protocol.events import Request
 from protocol.layers import (
     FuseAccessIn,
@@ -33,6 +35,8 @@ from protocol.layers import (
     FuseCreateIn,
     FuseDirent,
     FuseDirentList,
+    FuseDirentplus,
+    FuseDirentplusList,
     FuseEntryOut,
     FuseFallocateIn,
     FuseFlushIn,
@@ -40,6 +44,7 @@ from protocol.layers import (
     FuseForgetOne,
     FuseGetxattrIn,
     FuseGetxattrOut,
+    FuseInHeader,
     FuseInterruptIn,
     FuseKstatfs,
     FuseLinkIn,
@@ -59,11 +64,15 @@ from protocol.layers import (
     FuseSetattrIn,
     FuseSetxattrIn,
     FuseStatfsOut,
+    FuseStatx,
+    FuseStatxOut,
+    FuseSxTime,
     FuseWriteIn,
     FuseWriteOut,
 )
+from protocol.layers.base import fixed_size
 from protocol.server import DaemonSession
-from targets.reference.fs import Cred, Filesystem, FsError, Inode
+from targets.reference.fs import Cred, Filesystem, FsError, Inode, LockWouldBlock
 from targets.reference.mutants import Applied, applied
 
 NS = 1_000_000_000
@@ -73,7 +82,12 @@ CACHE_OPEN_FLAGS = {"none": c.FOPEN_DIRECT_IO, "auto": 0, "always": c.FOPEN_KEEP
 MALFORMED = frozenset({"request.body-size", "request.name", "request.write-size", "request.extlen"})
 BASE_WANT = (c.FUSE_ASYNC_READ | c.FUSE_POSIX_LOCKS | c.FUSE_FLOCK_LOCKS | c.FUSE_ATOMIC_O_TRUNC
              | c.FUSE_BIG_WRITES | c.FUSE_DONT_MASK | c.FUSE_MAX_PAGES | c.FUSE_SETXATTR_EXT
-             | c.FUSE_HANDLE_KILLPRIV_V2 | c.FUSE_INIT_EXT)
+             | c.FUSE_HANDLE_KILLPRIV_V2 | c.FUSE_INIT_EXT | c.FUSE_DO_READDIRPLUS
+             | c.FUSE_READDIRPLUS_AUTO)
+#: Requests that may wait for another request (a lock's release): served on their own thread
+BLOCKING = frozenset({c.FUSE_SETLKW})
+_HEADER = codec(FuseInHeader)
+STATX_BASIC_STATS = 0x7FF
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ class Options:
     writeback: bool = False
     acl: bool = False
     mutant: str | None = None
+    source: str | None = None  # a host directory to serve instead of memory
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> Options:
@@ -92,7 +107,8 @@ class Options:
             raise ValueError(f"cache={cache}: one of {', '.join(CACHE_TIMEOUTS)}")
         mutant = options.get("mutant")
         return cls(cache=cache, writeback=bool(options.get("writeback", False)),
-                   acl=bool(options.get("acl", False)), mutant=str(mutant) if mutant else None)
+                   acl=bool(options.get("acl", False)), mutant=str(mutant) if mutant else None,
+                   source=str(options["source"]) if options.get("source") else None)
 
     @property
     def want(self) -> int:
@@ -126,6 +142,10 @@ class ReferenceServer:
     options: Options = field(default_factory=Options)
     session: DaemonSession = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    #: Notified after every request: a blocked SETLKW retries, an INTERRUPT wakes it
+    changed: threading.Condition = field(init=False)
+    #: Uniques read and not yet answered; INTERRUPT names one of them
+    pending: set[int] = field(default_factory=set, init=False)
     interrupted: set[int] = field(default_factory=set, init=False)
     destroyed: bool = field(default=False, init=False)
     mutant: Applied = field(init=False)
@@ -133,6 +153,7 @@ class ReferenceServer:
     def __post_init__(self) -> None:
         self.session = DaemonSession(want=self.options.want)
         self.mutant = applied(self.options.mutant)
+        self.changed = threading.Condition(self.lock)
 
     # -- dispatch ---------------------------------------------------------
     def handle(self, data: bytes) -> bytes | None:
@@ -155,8 +176,14 @@ class ReferenceServer:
         cred = caller(request)
         try:
             with self.lock:
-                self.mutant.request(self, request)
-                result = self.mutant.result(self, request, handler(self, request, cred))
+                self.pending.add(request.unique)
+                try:
+                    self.mutant.request(self, request)
+                    result = self.mutant.result(self, request, handler(self, request, cred))
+                finally:
+                    self.pending.discard(request.unique)
+                    self.interrupted.discard(request.unique)
+                    self.changed.notify_all()
         except FsError as exc:
             return self.mutant.reply(self, request, self.session.error(request, exc.errno or errno.EIO))
         except Exception:  # a bug of ours: answer EIO, never leave the kernel waiting
@@ -180,7 +207,13 @@ class ReferenceServer:
                     break
                 if not data:
                     break
-                pool.submit(self._answer, data, write)
+                header = _HEADER.unpack_dict(data) if len(data) >= _HEADER.size else {}
+                if header.get("opcode") in BLOCKING:
+                    with self.lock:  # known before any INTERRUPT naming it is handled
+                        self.pending.add(int(header["unique"]))
+                    threading.Thread(target=self._answer, args=(data, write), daemon=True).start()
+                else:
+                    pool.submit(self._answer, data, write)
 
     def _answer(self, data: bytes, write: Callable[[bytes], None]) -> None:
         reply = self.handle(data)
@@ -208,6 +241,17 @@ class ReferenceServer:
         valid, nsec = self.timeout()
         return FuseAttrOut(attr_valid=valid, attr_valid_nsec=nsec, attr=self.attr_of(inode))
 
+    def wait_for(self, request: Request, attempt: Callable[[], None]) -> None:
+        """Retry ``attempt`` (which raises LockWouldBlock) after each request, until it succeeds
+        or the kernel interrupts the request: EINTR, as a blocked fcntl(F_SETLKW) gets."""
+        while True:
+            try:
+                return attempt()
+            except LockWouldBlock:
+                if request.unique in self.interrupted or self.destroyed:
+                    raise FsError(errno.EINTR) from None
+                self.changed.wait(timeout=1.0)
+
     def open_out(self, fh: int, *, directory: bool = False) -> FuseOpenOut:
         flags = 0 if directory else CACHE_OPEN_FLAGS[self.options.cache]
         return FuseOpenOut(fh=fh, open_flags=flags)
@@ -216,7 +260,7 @@ class ReferenceServer:
 def fuse_attr(inode: Inode) -> FuseAttr:
     """The model's inode as fuse_attr (times split into seconds and nanoseconds)."""
     return FuseAttr(
-        ino=inode.ino, size=inode.size, blocks=(inode.size + 511) // 512,
+        ino=inode.ino, size=inode.size, blocks=inode.blocks,
         atime=inode.atime // NS, mtime=inode.mtime // NS, ctime=inode.ctime // NS,
         atimensec=inode.atime % NS, mtimensec=inode.mtime % NS, ctimensec=inode.ctime % NS,
         mode=inode.mode, nlink=inode.nlink, uid=inode.uid, gid=inode.gid, rdev=inode.rdev,
@@ -462,6 +506,48 @@ def _readdir(srv: ReferenceServer, req: Request, cred: Cred) -> Packet | None:
     return FuseDirentList(dirents=dirents) if dirents else None
 
 
+@handles(c.FUSE_READDIRPLUS)
+def _readdirplus(srv: ReferenceServer, req: Request, cred: Cred) -> Packet | None:
+    """READDIR with each entry's lookup: every record with a nodeid counts one kernel reference,
+    even one the kernel's buffer cannot take; ``.``, ``..`` and names the caller may not look
+    up go with nodeid 0 (no attributes)."""
+    arg = req.packet[FuseReadIn]
+    room = int(arg.size)
+    directory = srv.fs.directory_of(int(arg.fh))
+    records: list[Packet] = []
+    for name, ino, kind, next_offset in srv.fs.readdir(int(arg.fh), int(arg.offset)):
+        length = fixed_size(FuseEntryOut) + ((c.FUSE_NAME_OFFSET + len(name) + 7) & ~7)
+        if length > room:
+            break
+        room -= length
+        entry = FuseEntryOut()
+        if name not in (b".", b".."):
+            try:
+                entry = srv.entry(srv.fs.lookup(directory, name, cred))
+            except FsError:
+                pass
+        records.append(FuseDirentplus(entry_out=entry,
+                                      dirent=FuseDirent(ino=ino, off=next_offset, type=kind, name=name)))
+    return FuseDirentplusList(dirents=records) if records else None
+
+
+@handles(c.FUSE_STATX)
+def _statx(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+    """The basic stats (no birth time: the model keeps none)."""
+    inode = srv.fs.getattr(req.nodeid)
+    valid, nsec = srv.timeout()
+    stx = FuseStatx(mask=STATX_BASIC_STATS, blksize=4096, nlink=inode.nlink, uid=inode.uid,
+                    gid=inode.gid, mode=inode.mode, ino=inode.ino, size=inode.size,
+                    blocks=inode.blocks, rdev_major=os.major(inode.rdev), rdev_minor=os.minor(inode.rdev),
+                    atime=_sx_time(inode.atime), ctime=_sx_time(inode.ctime),
+                    mtime=_sx_time(inode.mtime))
+    return FuseStatxOut(attr_valid=valid, attr_valid_nsec=nsec, stat=stx)
+
+
+def _sx_time(ns: int) -> FuseSxTime:
+    return FuseSxTime(tv_sec=ns // NS, tv_nsec=ns % NS)
+
+
 @handles(c.FUSE_GETLK)
 def _getlk(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
     arg = req.packet[FuseLkIn]
@@ -475,13 +561,22 @@ def _getlk(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
 
 @handles(c.FUSE_SETLK, c.FUSE_SETLKW)
 def _setlk(srv: ReferenceServer, req: Request, cred: Cred) -> None:
+    """SETLK answers EAGAIN on a conflict; SETLKW waits (holding no lock) until the conflicting
+    lock goes or an INTERRUPT for it comes (then EINTR)."""
     arg = req.packet[FuseLkIn]
     lk = arg.lk
-    if int(arg.lk_flags) & c.FUSE_LK_FLOCK:
-        srv.fs.flock(int(arg.fh), int(arg.owner), int(lk.type))
+    fh, owner, kind, wait = int(arg.fh), int(arg.owner), int(lk.type), req.opcode == c.FUSE_SETLKW
+
+    def attempt() -> None:
+        if int(arg.lk_flags) & c.FUSE_LK_FLOCK:
+            srv.fs.flock(fh, owner, kind, wait)
+        else:
+            srv.fs.setlk(fh, owner, int(lk.start), int(lk.end), kind, int(lk.pid), wait)
+
+    if wait:
+        srv.wait_for(req, attempt)
     else:
-        srv.fs.setlk(int(arg.fh), int(arg.owner), int(lk.start), int(lk.end), int(lk.type),
-                     int(lk.pid))
+        attempt()
 
 
 @handles(c.FUSE_ACCESS)
@@ -500,13 +595,18 @@ def _create(srv: ReferenceServer, req: Request, cred: Cred) -> tuple[Packet, Pac
 @handles(c.FUSE_TMPFILE)
 def _tmpfile(srv: ReferenceServer, req: Request, cred: Cred) -> tuple[Packet, Packet]:
     arg = req.packet[FuseCreateIn]
-    inode, fh = srv.fs.tmpfile(req.nodeid, int(arg.mode), cred)
+    inode, fh = srv.fs.tmpfile(req.nodeid, int(arg.mode), cred, umask=int(arg.umask or 0),
+                               flags=int(arg.flags))
     return srv.entry(inode), srv.open_out(fh)
 
 
 @handles(c.FUSE_INTERRUPT)
 def _interrupt(srv: ReferenceServer, req: Request, cred: Cred) -> None:
-    srv.interrupted.add(int(req.packet[FuseInterruptIn].unique))
+    """Marks a request still in progress (a waiting SETLKW then answers EINTR); one already
+    answered is ignored, as the kernel expects."""
+    unique = int(req.packet[FuseInterruptIn].unique)
+    if unique in srv.pending:
+        srv.interrupted.add(unique)
 
 
 @handles(c.FUSE_DESTROY)
