@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from collections import defaultdict
 from collections.abc import Generator
 
 import pytest
@@ -33,6 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    global _started
+    _started = time.monotonic()
     config.addinivalue_line("markers", "rule(id): the conformance rule a test checks")
     _interrupt_on_sigterm()
     _private_mounts()
@@ -88,6 +92,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         known = RULES.get(marker.args[0])
         report.user_properties.append(("rule", marker.args[0]))
         report.user_properties.append(("statement", known.statement if known else ""))
+        report.user_properties.append(("area", item.nodeid.split("/")[1] if "/" in item.nodeid else ""))
     return report
 
 
@@ -99,9 +104,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "setup" and report.failed:
         outcome = "ERROR"
     _results[report.nodeid] = (str(props["rule"]), outcome, str(props.get("statement", "")))
+    _durations[str(props.get("area", ""))] += report.duration
 
 
 _results: dict[str, tuple[str, str, str]] = {}
+_durations: defaultdict[str, float] = defaultdict(float)
+_started = time.monotonic()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -115,3 +123,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         param = nodeid.partition("[")[2].rstrip("]")
         suffix = f" [{param}]" if param else ""
         terminalreporter.write_line(f"{outcome:<7} {rule_id}{suffix}: {statement}")
+    _print_timing(terminalreporter, target)
+
+
+def _print_timing(terminalreporter: pytest.TerminalReporter, target: str) -> None:
+    """The run's wall-clock time and each area's summed test time: the speed figure."""
+    workers = getattr(terminalreporter.config.option, "numprocesses", None) or 1
+    areas = ", ".join(f"{area or 'other'} {seconds:.1f} s" for area, seconds in sorted(_durations.items()))
+    terminalreporter.write_line(
+        f"time: {len(_results)} rule tests against {target} in {time.monotonic() - _started:.1f} s "
+        f"wall clock on {workers} worker(s); test time by area: {areas}")
