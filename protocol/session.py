@@ -197,6 +197,23 @@ class KernelSession(NegotiatedSizes):
         return self.request(c.FUSE_INTERRUPT, FuseInterruptIn(unique=target_unique), nodeid=0,
                             unique=target_unique | c.FUSE_INT_REQ_BIT)
 
+    def observe(self, data: bytes) -> None:
+        """Take a request another kernel sent (the real one, through /dev/fuse) as if this
+        session had built it, so that ``receive`` judges the daemon's reply to it."""
+        header = FuseInHeader(data)
+        opcode, unique = int(header.opcode), int(header.unique)
+        if opcode == c.FUSE_INIT and isinstance(header.payload, FuseInitIn):
+            init = header.payload
+            self.minor = int(init.minor)
+            self.flags = int(init.flags or 0) | int(init.flags2 or 0) << 32
+            self._offered_major = int(init.major)
+            self._init_unique = unique
+            self._advance(st.SEND_INIT)
+        elif opcode == c.FUSE_DESTROY:
+            self._advance(st.SEND_DESTROY)
+        if opcode not in NO_REPLY and not unique & c.FUSE_INT_REQ_BIT:
+            self.pending[unique] = Pending(opcode, header)
+
     def forget_pending(self, unique: int) -> None:
         """Stop waiting for a reply (e.g. after a timeout)."""
         self.pending.pop(unique, None)

@@ -139,19 +139,59 @@ REFERENCE_MAIN = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
                   "from targets.reference.__main__ import main; sys.exit(main(sys.argv[1:]))")
 
 
+REFERENCE_HINT = ("ref takes cache=none|auto|always, writeback, acl, mutant=NAME, audit=FILE, source=DIR "
+                  "(serve a host directory) or source (serve a scratch directory the suite fills)")
+
+
 def reference_argv(options: Options, *where: str) -> list[str]:
-    """The reference server's command line; ``ref:cache=none,writeback,acl,mutant=X``."""
+    """The reference server's command line; ``ref:cache=none,writeback,acl,mutant=X,source=DIR``
+    (a bare ``source`` must be resolved to a directory first: ``reference_source``)."""
     flags: list[str] = []
     for key, value in options.items():
-        if key not in ("cache", "writeback", "acl", "mutant"):
-            raise TargetSpecError(f"ref: unknown option {key!r}",
-                                  hint="ref takes cache=none|auto|always, writeback, acl, mutant=NAME")
+        if key not in ("cache", "writeback", "acl", "mutant", "audit", "source"):
+            raise TargetSpecError(f"ref: unknown option {key!r}", hint=REFERENCE_HINT)
+        if key == "source" and value is True:
+            raise TargetSpecError("ref: source needs a directory here (resolve it with reference_source)",
+                                  hint=REFERENCE_HINT)
+        if key == "acl":  # on by default: acl=off is --no-acl
+            flags.append("--acl" if _switch(key, value) else "--no-acl")
+            continue
         flags += [f"--{key}"] if value is True else [f"--{key}", str(value)]
     return [sys.executable, "-c", REFERENCE_MAIN, *flags, *where]
 
 
+def _switch(key: str, value: str | bool) -> bool:
+    """An on/off option: a bare flag, or on|yes|true|1 / off|no|false|0."""
+    word = "on" if value is True else str(value).strip().lower()
+    if word not in ("on", "yes", "true", "1", "off", "no", "false", "0"):
+        raise TargetSpecError(f"ref: {key}={value}: say {key}=on or {key}=off", hint=REFERENCE_HINT)
+    return word in ("on", "yes", "true", "1")
+
+
+def reference_source(scratch: Path, options: Options) -> tuple[dict[str, str | bool], Path | None]:
+    """``ref:source=DIR`` serves DIR (which must exist); a bare ``ref:source`` serves a directory
+    made in ``scratch`` and filled by ``populate``. The options with source as a path, and the
+    directory served (the backing dir; None without source, the in-memory model)."""
+    resolved = dict(options)
+    value = resolved.get("source")
+    if value is None or value is False:
+        return resolved, None
+    if value is True:
+        path = scratch / "source"
+        populate(path)
+    else:
+        path = Path(str(value)).expanduser().resolve()
+        if not path.is_dir():
+            raise TargetSpecError(f"ref: source={value} is not a directory",
+                                  hint="create it, or write ref:source (no value) for a scratch directory "
+                                       "the suite creates and fills")
+    resolved["source"] = str(path)
+    return resolved, path
+
+
 def _reference(scratch: Path, options: Options) -> Instance:
-    return Instance(tuple(reference_argv(options, "--fd", "{fd}")))
+    resolved, source = reference_source(scratch, options)
+    return Instance(tuple(reference_argv(resolved, "--fd", "{fd}")), backing=source)
 
 
 REGISTRY: dict[str, DaemonEntry] = {
@@ -159,7 +199,7 @@ REGISTRY: dict[str, DaemonEntry] = {
     for entry in (
         DaemonEntry(
             "ref",
-            "fusecheck's reference server (in-memory POSIX filesystem, written on protocol/)",
+            "fusecheck's reference server (in-memory POSIX filesystem, or a host dir with source=DIR)",
             (),
             _reference,
             eof_status=0,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from targets.reference.fs import Cred, Filesystem
+from targets.reference.host import HostFilesystem
 from targets.reference.server import CACHE_TIMEOUTS, Options, ReferenceServer
 
 MAX_MESSAGE = (1 << 20) + 4096
@@ -25,9 +26,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--fd", type=int, help="serve over this inherited SEQPACKET socket")
     parser.add_argument("--cache", choices=sorted(CACHE_TIMEOUTS), default="auto")
     parser.add_argument("--writeback", action="store_true", help="negotiate FUSE_WRITEBACK_CACHE")
-    parser.add_argument("--acl", action="store_true", help="FUSE_POSIX_ACL with default_permissions")
+    parser.add_argument("--acl", action=argparse.BooleanOptionalAction, default=True,
+                        help="FUSE_POSIX_ACL with default_permissions (default: on; --no-acl: off)")
     parser.add_argument("--mutant", help="switch on one named injected fault")
-    parser.add_argument("--source", type=Path, help="serve this host directory (not yet)")
+    parser.add_argument("--source", type=Path, metavar="DIR",
+                        help="serve this host directory (passed through) instead of memory")
+    parser.add_argument("--audit", type=Path, metavar="FILE",
+                        help="judge every reply with the message layer's validators; findings go to FILE")
     return parser.parse_args(argv)
 
 
@@ -60,12 +65,23 @@ def serve_socket(server: ReferenceServer, fd: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    if args.source is not None:
-        print("--source: serving a host directory is not implemented yet", file=sys.stderr)
+    if args.source is not None and not args.source.is_dir():
+        print(f"--source {args.source}: not a directory", file=sys.stderr)
         return 2
-    options = Options(cache=args.cache, writeback=args.writeback, acl=args.acl, mutant=args.mutant)
-    fs = Filesystem(acl=options.acl)  # the kernel checks ACLs only when FUSE_POSIX_ACL is on
-    seed(fs)
+    if args.source is not None and args.mountpoint is not None and (
+            args.mountpoint.resolve().is_relative_to(args.source.resolve())):
+        print(f"--source {args.source}: holds the mountpoint (the server would serve its own mount)",
+              file=sys.stderr)
+        return 2
+    options = Options(cache=args.cache, writeback=args.writeback, acl=args.acl, mutant=args.mutant,
+                      audit=str(args.audit) if args.audit else None,
+                      source=str(args.source) if args.source else None)
+    fs: Filesystem | HostFilesystem
+    if args.source is not None:  # served as it is: no seed
+        fs = HostFilesystem(args.source, acl=options.acl, writeback=options.writeback)
+    else:
+        fs = Filesystem(acl=options.acl)  # the kernel checks ACLs only when FUSE_POSIX_ACL is on
+        seed(fs)
     server = ReferenceServer(fs, options)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     if args.fd is not None:

@@ -25,7 +25,7 @@ from scapy.packet import Packet, Raw
 
 from protocol import constants as c
 from protocol.codec import codec
-from protocol.events import Request
+from protocol.events import Notify, Reply, Request
 from protocol.layers import (
     FuseAccessIn,
     FuseAttr,
@@ -72,7 +72,9 @@ from protocol.layers import (
 )
 from protocol.layers.base import fixed_size
 from protocol.server import DaemonSession
+from protocol.session import KernelSession
 from targets.reference.fs import Cred, Filesystem, FsError, Inode, LockWouldBlock
+from targets.reference.host import HostFilesystem
 from targets.reference.mutants import Applied, applied
 
 NS = 1_000_000_000
@@ -92,13 +94,14 @@ STATX_BASIC_STATS = 0x7FF
 
 @dataclass(frozen=True)
 class Options:
-    """``ref:cache=none,writeback,acl,mutant=NAME`` as data."""
+    """``ref:cache=none,writeback,acl,mutant=NAME`` as data; ACLs are on unless ``acl=off``."""
 
     cache: str = "auto"
     writeback: bool = False
-    acl: bool = False
+    acl: bool = True  # FUSE_POSIX_ACL: the kernel checks access with the ACLs GETXATTR returns
     mutant: str | None = None
     source: str | None = None  # a host directory to serve instead of memory
+    audit: str | None = None  # a file for findings of the layer's validators on our own replies
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> Options:
@@ -107,8 +110,21 @@ class Options:
             raise ValueError(f"cache={cache}: one of {', '.join(CACHE_TIMEOUTS)}")
         mutant = options.get("mutant")
         return cls(cache=cache, writeback=bool(options.get("writeback", False)),
-                   acl=bool(options.get("acl", False)), mutant=str(mutant) if mutant else None,
-                   source=str(options["source"]) if options.get("source") else None)
+                   acl=cls.switch("acl", options.get("acl", True)), mutant=str(mutant) if mutant else None,
+                   source=str(options["source"]) if options.get("source") else None,
+                   audit=str(options["audit"]) if options.get("audit") else None)
+
+    @staticmethod
+    def switch(key: str, value: Any) -> bool:
+        """An on/off option: a bare flag (True), a bool, or on|yes|true|1 / off|no|false|0."""
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in ("on", "yes", "true", "1"):
+            return True
+        if word in ("off", "no", "false", "0"):
+            return False
+        raise ValueError(f"{key}={value}: one of on, off")
 
     @property
     def want(self) -> int:
@@ -138,7 +154,7 @@ def handles(*opcodes: int) -> Callable[[Handler], Handler]:
 class ReferenceServer:
     """Answers FUSE requests from the in-memory model; thread-safe."""
 
-    fs: Filesystem = field(default_factory=Filesystem)
+    fs: Filesystem | HostFilesystem = field(default_factory=Filesystem)
     options: Options = field(default_factory=Options)
     session: DaemonSession = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -149,15 +165,41 @@ class ReferenceServer:
     interrupted: set[int] = field(default_factory=set, init=False)
     destroyed: bool = field(default=False, init=False)
     mutant: Applied = field(init=False)
+    #: The kernel's view of our replies (``Options.audit``): every one judged by the validators
+    audit: KernelSession | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.session = DaemonSession(want=self.options.want)
         self.mutant = applied(self.options.mutant)
         self.changed = threading.Condition(self.lock)
+        if self.options.audit:
+            self.audit = KernelSession()
 
     # -- dispatch ---------------------------------------------------------
     def handle(self, data: bytes) -> bytes | None:
-        """One request's reply (None for FORGET and the like)."""
+        """One request's reply (None for FORGET and the like); audited when asked."""
+        if self.audit is None:
+            return self._handle(data)
+        with self.lock:
+            self.audit.observe(data)
+        reply = self._handle(data)
+        if reply is not None:
+            with self.lock:
+                answer = self.audit.receive(reply)
+            if answer.findings:
+                self._report(answer)
+        return reply
+
+    def _report(self, answer: Reply | Notify) -> None:
+        """Append the findings on one of our replies to the audit file."""
+        assert self.options.audit is not None
+        what = answer.opcode_name if isinstance(answer, Reply) else f"notify {answer.code}"
+        with open(self.options.audit, "a", encoding="utf-8") as out:
+            for finding in answer.findings:
+                out.write(f"{what} unique={getattr(answer, 'unique', 0)}: {finding.code}: "
+                          f"{finding.message}\n")
+
+    def _handle(self, data: bytes) -> bytes | None:
         with self.lock:
             request = self.session.receive(data)
         op = request.opcode
