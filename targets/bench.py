@@ -93,14 +93,43 @@ int main(int argc, char **argv) {
 
 
 class Loop:
-    """One way of doing the round trip; ``run`` returns (requests, seconds)."""
+    """The ways of doing the round trip; each returns its rate in requests per second.
 
-    def __init__(self, sock: socket.socket, unique: int) -> None:
+    The two Python ways share one skeleton (``timed``) and only supply the round trip.
+    """
+
+    def __init__(self, sock: socket.socket, unique: int, warm_up: float = 0.0) -> None:
         self.sock = sock
         self.unique = unique
         self.ids = (os.getuid(), os.getgid(), os.getpid())
+        self.warm_up = warm_up  # seconds of untimed round trips before the first timed run
 
-    def fast(self, seconds: float) -> tuple[int, float]:
+    def timed(self, round_trip: Callable[[int], None], seconds: float) -> float:
+        """The shared skeleton: the warm-up (first run only), then ``round_trip(unique)`` in
+        batches of ``BATCH`` until ``seconds`` have passed; the rate."""
+        if self.warm_up > 0:
+            self._batches(round_trip, self.warm_up)  # warm up the daemon and the caches
+            self.warm_up = 0.0
+        count, elapsed = self._batches(round_trip, seconds)
+        return count / elapsed
+
+    def _batches(self, round_trip: Callable[[int], None], seconds: float) -> tuple[int, float]:
+        """(requests, seconds); the clock is read once per batch."""
+        unique, count, clock = self.unique, 0, time.perf_counter
+        start = clock()
+        deadline = start + seconds
+        while True:
+            for _ in range(BATCH):
+                unique += 2
+                round_trip(unique)
+            count += BATCH
+            now = clock()
+            if now >= deadline:
+                break
+        self.unique = unique
+        return count, now - start
+
+    def fast(self, seconds: float) -> float:
         """(a) the codec: a request packed once, its unique patched in place, ``recv_into``,
         the reply header unpacked and checked."""
         header, body = codec(FuseInHeader), codec(FuseGetattrIn)
@@ -115,54 +144,38 @@ class Loop:
         reply = bytearray(RECV_SIZE)
         unpack_from = codec(FuseOutHeader).struct.unpack_from
         send, recv_into = self.sock.send, self.sock.recv_into
-        unique, count, clock = self.unique, 0, time.perf_counter
-        start = clock()
-        deadline = start + seconds
-        while True:
-            for _ in range(BATCH):
-                unique += 2
-                set_unique(buf, unique_offset, unique)
-                send(buf)
-                n = recv_into(reply)
-                length, error, got = unpack_from(reply)
-                if got != unique or error or length != n:
-                    raise RuntimeError(f"bad reply: unique {got}, error {error}, {n} bytes")
-            count += BATCH
-            now = clock()
-            if now >= deadline:
-                break
-        self.unique = unique
-        return count, now - start
 
-    def scapy(self, seconds: float) -> tuple[int, float]:
+        def round_trip(unique: int) -> None:
+            set_unique(buf, unique_offset, unique)
+            send(buf)
+            n = recv_into(reply)
+            length, error, got = unpack_from(reply)
+            if got != unique or error or length != n:
+                raise RuntimeError(f"bad reply: unique {got}, error {error}, {n} bytes")
+
+        return self.timed(round_trip, seconds)
+
+    def scapy(self, seconds: float) -> float:
         """(b) scapy objects both ways: build the request, dissect header and attr_out."""
         send, recv = self.sock.send, self.sock.recv
         uid, gid, pid = self.ids
-        unique, count, clock = self.unique, 0, time.perf_counter
-        start = clock()
-        deadline = start + seconds
-        while True:
-            for _ in range(BATCH):
-                unique += 2
-                request = FuseInHeader(
-                    opcode=c.FUSE_GETATTR, unique=unique, nodeid=c.FUSE_ROOT_ID,
-                    uid=uid, gid=gid, pid=pid,
-                ) / FuseGetattrIn()
-                send(bytes(request))
-                data = recv(RECV_SIZE)
-                head = FuseOutHeader(data[:16])
-                FuseAttrOut(data[16:])
-                if head.unique != unique or head.error or head.len != len(data):
-                    raise RuntimeError(f"bad reply: {head.summary()}")
-            count += BATCH
-            now = clock()
-            if now >= deadline:
-                break
-        self.unique = unique
-        return count, now - start
 
-    def c_client(self, binary: Path, seconds: float) -> tuple[int, float]:
-        """(c) the C client, given our end of the socket as an inherited fd."""
+        def round_trip(unique: int) -> None:
+            request = FuseInHeader(
+                opcode=c.FUSE_GETATTR, unique=unique, nodeid=c.FUSE_ROOT_ID,
+                uid=uid, gid=gid, pid=pid,
+            ) / FuseGetattrIn()
+            send(bytes(request))
+            data = recv(RECV_SIZE)
+            head = FuseOutHeader(data[:16])
+            FuseAttrOut(data[16:])
+            if head.unique != unique or head.error or head.len != len(data):
+                raise RuntimeError(f"bad reply: {head.summary()}")
+
+        return self.timed(round_trip, seconds)
+
+    def c_client(self, binary: Path, seconds: float) -> float:
+        """(c) the C client, given our end of the socket as an inherited fd; it times itself."""
         fd = self.sock.fileno()
         argv = [str(binary), str(fd), str(seconds), str(self.unique), *map(str, self.ids)]
         out = subprocess.run(
@@ -172,7 +185,7 @@ class Loop:
             raise RuntimeError(f"C client failed ({out.returncode}): {out.stderr.strip()}")
         count, elapsed_ns, unique = (int(word) for word in out.stdout.split())
         self.unique = unique
-        return count, elapsed_ns / 1e9
+        return count / (elapsed_ns / 1e9)
 
 
 def build_client(workdir: Path) -> Path:
@@ -234,9 +247,8 @@ def measure(target: str, seconds: float, rounds: int) -> dict[str, float]:
         pid = t.daemon.pid if t.daemon else "?"
         print(f"{target} (pid {pid}) answered INIT with {major}.{minor}; GETATTR of the root, "
               f"{rounds} rounds of {seconds:g} s per way")
-        loop = Loop(sock, unique=unique)
-        loop.fast(min(0.3, seconds))  # warm up the daemon and the caches
-        ways: dict[str, Callable[[], tuple[int, float]]] = {
+        loop = Loop(sock, unique=unique, warm_up=min(0.3, seconds))  # spent by the first way
+        ways: dict[str, Callable[[], float]] = {
             "(a) fast path (codec)": lambda: loop.fast(seconds),
             "(b) scapy objects": lambda: loop.scapy(seconds),
             "(c) C client": lambda: loop.c_client(binary, seconds),
@@ -244,8 +256,7 @@ def measure(target: str, seconds: float, rounds: int) -> dict[str, float]:
         rates: dict[str, list[float]] = {label: [] for label in ways}
         for _ in range(rounds):
             for label, run in ways.items():
-                count, elapsed = run()
-                rates[label].append(count / elapsed)
+                rates[label].append(run())
     for label, seen in rates.items():
         rate = statistics.median(seen)
         spread = ", ".join(f"{r:,.0f}" for r in seen)

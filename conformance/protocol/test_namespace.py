@@ -6,17 +6,24 @@ import os
 import stat
 
 import pytest
+from scapy.packet import Packet
 
 from conformance.checks import assert_well_formed, errno_name
 from conformance.rules import rule
-from conformance.walk import list_directory
+from conformance.walk import (
+    DT_DIR,
+    DT_UNKNOWN,
+    dirent_type,
+    find_entry,
+    list_directory,
+    look_up,
+    named_entries,
+)
 from protocol import constants as c
 from protocol.layers.structs import FuseGetattrIn, FuseOpenIn, FuseReadIn, FuseReleaseIn
 from protocol.layers.variable import FuseName
 from targets.connection import KernelConnection
 
-DT_DIR = 4
-DT_UNKNOWN = 0
 MAX_CHECKED = 32  # entries of a big root a rule looks at
 SMALL_FILE = 64 * 1024
 
@@ -69,14 +76,12 @@ def test_readdir_root(ready: KernelConnection) -> None:
       source="POSIX readdir(3)/stat(2): a listed name exists; linux fs/fuse/readdir.c fills "
              "d_type from the dirent")
 def test_listed_names_resolve(ready: KernelConnection) -> None:
-    for entry in list_directory(ready)[:MAX_CHECKED]:
-        if entry.name in (b".", b".."):
-            continue
-        reply = ready.call(c.FUSE_LOOKUP, FuseName(name=entry.name))
+    for entry in named_entries(ready, limit=MAX_CHECKED):
+        reply = look_up(ready, entry)
         assert reply.ok, f"LOOKUP of listed name {entry.name!r} answered {errno_name(reply.error)}"
         assert_well_formed(reply)
         assert reply.body is not None and reply.body.nodeid, f"{entry.name!r} looked up as nodeid 0"
-        kind = stat.S_IFMT(int(reply.body.attr.mode)) >> 12
+        kind = dirent_type(int(reply.body.attr.mode))
         if entry.type != DT_UNKNOWN:
             assert kind == entry.type, (
                 f"{entry.name!r}: READDIR says type {entry.type}, LOOKUP mode {reply.body.attr.mode:#o}")
@@ -98,23 +103,20 @@ def test_readdir_resumes_at_any_offset(ready: KernelConnection) -> None:
             f"expected {names[index + 1:][:6]}")
 
 
+def _small_regular_file(attr: Packet) -> bool:
+    return stat.S_ISREG(int(attr.mode)) and 0 < int(attr.size) <= SMALL_FILE
+
+
 @rule("FUSE-READ-001",
       "READ of a small regular file returns exactly its size from offset 0, and nothing "
       "from its end",
       source="POSIX read(2): a regular file reads to its size; linux fs/fuse/file.c "
              "fuse_short_read takes fewer bytes as end of file and shrinks the cached size")
 def test_read_whole_file(ready: KernelConnection) -> None:
-    for entry in list_directory(ready):
-        lookup = ready.call(c.FUSE_LOOKUP, FuseName(name=entry.name)) \
-            if entry.name not in (b".", b"..") else None
-        if lookup is None or not lookup.ok or lookup.body is None:
-            continue
-        attr = lookup.body.attr
-        if stat.S_ISREG(int(attr.mode)) and 0 < int(attr.size) <= SMALL_FILE:
-            break
-    else:
+    found = find_entry(ready, _small_regular_file)
+    if found is None:
         pytest.skip(f"not applicable: no regular file of 1..{SMALL_FILE} bytes in the root")
-    nodeid, size = int(lookup.body.nodeid), int(attr.size)
+    entry, nodeid, size = found.entry, found.nodeid, int(found.attr.size)
     opened = ready.call(c.FUSE_OPEN, FuseOpenIn(flags=os.O_RDONLY), nodeid=nodeid)
     assert opened.ok and opened.body is not None, f"OPEN answered {errno_name(opened.error)}"
     if int(opened.body.open_flags) & c.FOPEN_DIRECT_IO:
