@@ -1,7 +1,10 @@
 """The differential machine: random sequences of syscalls on the target and on tmpfs.
 
 Each step runs one operation in both trees and requires the same outcome (value
-or errno), the same stat fields POSIX defines, the same listings and contents.
+or errno), the same stat fields POSIX defines, the same listings and contents, and
+the same timestamps moving: by order, not value (which of mtime and ctime of each
+name went up, stayed or went back; each step starts after the coarse clock that
+tmpfs stamps with has ticked, so a change always shows).
 A disagreement fails with the steps so far as a short Python script that
 reproduces it (run it against any two directories).
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +38,8 @@ class TwinMachine(RuleBasedStateMachine):
         self.twin = twin
         self.features = features
         self.script: list[str] = []
+        self.times = (stamps(walk(twin.target)), stamps(walk(twin.reference)))
+        self.mark = coarse_now()
 
     @initialize()
     def start(self) -> None:
@@ -43,6 +49,8 @@ class TwinMachine(RuleBasedStateMachine):
         """Run ``call(root)`` on both trees; compare; remember the line for the script."""
         self.script.append(line)
         self.twin.kick()
+        while coarse_now() <= self.mark:  # any time this step sets is later than those seen
+            time.sleep(0.0002)
         got, want = self.twin.run(call)  # type: ignore[arg-type]
         assert got == want, self.report(f"{line}: the target gave {got}, tmpfs gives {want}")
         return got
@@ -107,33 +115,78 @@ class TwinMachine(RuleBasedStateMachine):
 
     @invariant()
     def trees_agree(self) -> None:
-        got = attempt(lambda: snapshot(self.twin.target))
-        want = attempt(lambda: snapshot(self.twin.reference))
+        """Same names, stat fields and contents; the same timestamps moved since the last step."""
+        walked = attempt(lambda: walk(self.twin.target)), attempt(lambda: walk(self.twin.reference))
+        got, want = (_snapshot_of(w) for w in walked)
         assert got == want, self.report(
             f"the trees differ:\n  target {got}\n  tmpfs  {want}")
+        now = (stamps(walked[0].value), stamps(walked[1].value))
+        self.mark = coarse_now()
+        moved = [moves(before, after) for before, after in zip(self.times, now, strict=True)]
+        self.times = now
+        assert moved[0] == moved[1], self.report(
+            "timestamps moved differently (name: mtime, ctime; + later, = same, - earlier):\n"
+            f"  target {moved[0]}\n  tmpfs  {moved[1]}")
 
 
-def snapshot(root: Path) -> list[tuple[str, dict[str, int], bytes | str | None]]:
-    """Every name under root with its stat view and its content (or link target)."""
-    out: list[tuple[str, dict[str, int], bytes | str | None]] = []
+Stamps = dict[str, tuple[int, int]]
+CLOCK_REALTIME_COARSE = getattr(time, "CLOCK_REALTIME_COARSE", 5)  # Python 3.13 names it
+
+
+def coarse_now() -> int:
+    """The clock tmpfs stamps times with (the kernel's coarse real time)."""
+    return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
+
+
+def _snapshot_of(walked: Outcome) -> Outcome:
+    return attempt(lambda: snapshot(walked.value)) if walked.ok else walked
+
+
+def stamps(walked: Walked) -> Stamps:
+    """mtime and ctime of each walked name (atime follows relatime: left out)."""
+    return {name: (st_.st_mtime_ns, st_.st_ctime_ns) for _path, name, st_ in walked}
+
+
+def moves(before: Stamps, after: Stamps) -> dict[str, str]:
+    """For each name in both: how its mtime and ctime moved, e.g. ``{'a': '+=' }``."""
+    def sign(old: int, new: int) -> str:
+        return "+" if new > old else "=" if new == old else "-"
+
+    return {name: sign(before[name][0], times[0]) + sign(before[name][1], times[1])
+            for name, times in sorted(after.items()) if name in before}
+
+
+Walked = list[tuple[Path, str, os.stat_result]]
+
+
+def walk(root: Path) -> Walked:
+    """The root ('.') and every name under it, sorted, with its lstat."""
+    out: Walked = [(root, ".", os.lstat(root))]
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
             path = Path(dirpath) / name
-            st_ = os.lstat(path)
-            content: bytes | str | None = None
-            if stat.S_ISREG(st_.st_mode):
-                content = path.read_bytes()
-            elif stat.S_ISLNK(st_.st_mode):
-                content = os.readlink(path)
-            out.append((str(path.relative_to(root)), stat_view(st_), content))
+            out.append((path, str(path.relative_to(root)), os.lstat(path)))
+    return out
+
+
+def snapshot(walked: Walked) -> list[tuple[str, dict[str, int], bytes | str | None]]:
+    """Every name under the root with its stat view and its content (or link target)."""
+    out: list[tuple[str, dict[str, int], bytes | str | None]] = []
+    for path, name, st_ in walked[1:]:
+        content: bytes | str | None = None
+        if stat.S_ISREG(st_.st_mode):
+            content = path.read_bytes()
+        elif stat.S_ISLNK(st_.st_mode):
+            content = os.readlink(path)
+        out.append((name, stat_view(st_), content))
     return out
 
 
 @conformance_rule(
     "POSIX-MACHINE-001",
     "Random sequences of create/write/truncate/mkdir/rmdir/unlink/rename/link/symlink/chmod/read "
-    "give the same results, errnos, stat fields, listings and contents as tmpfs",
+    "give the same results, errnos, stat fields, listings, contents and timestamp order as tmpfs",
     source="POSIX.1-2017; the oracle is tmpfs on the same kernel", area="posix")
 def test_differential_machine(twin: Twin, features: frozenset[str]) -> None:
     if "readonly" in features:
