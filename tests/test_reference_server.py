@@ -7,6 +7,7 @@ import os
 import queue
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,11 @@ from protocol.layers import (
     FuseStatxIn,
 )
 from protocol.session import KernelSession
+from targets.mounts import mount_spec, open_mount_target
 from targets.reference.__main__ import seed
 from targets.reference.fs import Filesystem
 from targets.reference.server import Options, ReferenceServer
+from targets.skip import require
 
 
 class Pair:
@@ -167,3 +170,44 @@ def test_audit_judges_every_reply(tmp_path: Path) -> None:
         pair.call(pair.send(c.FUSE_LOOKUP, FuseName(name=b"absent")))
     assert not clean.exists()
     assert "reply.body-after-error" in broken.read_text()
+
+
+def _used_inodes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_files - st.f_ffree
+
+
+def _settles(path: Path, want: int, seconds: float = 10.0) -> int:
+    """The used-inode count once it reaches ``want`` (FORGETs come asynchronously), or the last seen."""
+    deadline = time.monotonic() + seconds
+    while (used := _used_inodes(path)) != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return used
+
+
+def test_mounted_server_frees_inodes_after_forget() -> None:
+    """Through the real kernel: an unlinked inode lives while it is open, and goes once the kernel
+    has FORGOTten it and the last handle is released (statfs counts the model's live inodes);
+    inodes that keep a name survive the kernel dropping its caches."""
+    require(os.geteuid() == 0 and os.access("/dev/fuse", os.R_OK | os.W_OK), "needs root and /dev/fuse")
+    target = open_mount_target(mount_spec("ref"))
+    with target:
+        root = target.path
+        base = _used_inodes(root)
+        for i in range(50):
+            (root / f"f{i}").write_bytes(b"x" * 100)
+        assert _used_inodes(root) == base + 50
+        held = os.open(root / "f0", os.O_RDONLY)
+        try:
+            for i in range(50):
+                os.unlink(root / f"f{i}")
+            assert _settles(root, base + 1) == base + 1  # only the open one is left
+            assert os.read(held, 10) == b"x" * 10
+        finally:
+            os.close(held)
+        assert _settles(root, base) == base
+        kept = root / "kept"
+        kept.write_bytes(b"still here")
+        Path("/proc/sys/vm/drop_caches").write_text("2\n")  # the kernel forgets what it cached
+        assert _settles(root, base + 1, 1.0) == base + 1
+        assert kept.read_bytes() == b"still here"
