@@ -93,6 +93,7 @@ def test_readdirplus_counts_a_reference_per_record() -> None:
     pair.call(pair.send(c.FUSE_RELEASE, FuseReadIn(fh=fh)))
     dirfh = int(pair.call(pair.send(c.FUSE_OPENDIR, FuseOpenIn())).body.fh)  # type: ignore[union-attr]
     pair.call(pair.send(c.FUSE_READDIRPLUS, FuseReadIn(fh=dirfh, size=4096)))
+    assert isinstance(pair.server.fs, Filesystem)
     assert pair.server.fs.inodes[nodeid].nlookup == 2  # CREATE and the READDIRPLUS record
 
 
