@@ -387,6 +387,8 @@ def _setattr(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
         changes["mtime"] = int(arg.mtime) * NS + int(arg.mtimensec)
     if valid & c.FATTR_CTIME:
         changes["ctime"] = int(arg.ctime) * NS + int(arg.ctimensec)
+    if valid & c.FATTR_FH:  # ftruncate: checked against the open file, not the mode bits
+        changes["fh"] = int(arg.fh)
     return srv.attr_out(srv.fs.setattr(
         req.nodeid, cred, atime_now=bool(valid & c.FATTR_ATIME_NOW),
         mtime_now=bool(valid & c.FATTR_MTIME_NOW),
