@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conformance.acl
 import conformance.posix
 import conformance.protocol
 from conformance.rules import RULES
@@ -40,8 +41,8 @@ def rule_outcomes(stdout: str) -> dict[str, set[str]]:
 
 def all_rules(*areas: str) -> set[str]:
     """Every rule id the conformance modules declare (importing them fills RULES), or
-    those of the given areas ("protocol", "posix")."""
-    for package in (conformance.protocol, conformance.posix):
+    those of the given areas ("protocol", "posix", "acl")."""
+    for package in (conformance.protocol, conformance.posix, conformance.acl):
         for module in pkgutil.iter_modules(package.__path__):
             if module.name.startswith("test_"):
                 importlib.import_module(f"{package.__name__}.{module.name}")

@@ -1,12 +1,14 @@
 """Mutants: named faults the reference server can be run with (``ref:mutant=NAME``).
 
 Each mutant is a realistic server bug in one area (metadata, data, namespace,
-xattr, permissions, protocol framing, coherency) and names the rules that must
+xattr, acl, permissions, protocol framing, coherency) and names the rules that must
 catch it; the suite's own tests run the conformance rules against every mutant
 and require that at least one of them fails (the mutation score).
 
 A mutant changes the request before the model sees it, the handler's result
-before it is encoded, or the reply bytes before they are sent.
+before it is encoded, or the reply bytes before they are sent.  What a mutant
+must carry from a request's hook to its result hook lives on the server's
+``Applied`` (``srv.mutant.notes``, by unique), dropped when the reply is made.
 """
 
 from __future__ import annotations
@@ -22,15 +24,21 @@ from protocol import constants as c
 from protocol.events import Request
 from protocol.layers import (
     FuseAttrOut,
+    FuseCreateIn,
     FuseDirentList,
     FuseDirentplusList,
     FuseEntryOut,
     FuseFallocateIn,
     FuseGetxattrIn,
     FuseLseekOut,
+    FuseMkdirIn,
+    FuseMknodIn,
+    FuseName,
     FuseRename2In,
+    FuseSetattrIn,
     FuseSetxattrIn,
 )
+from targets.reference import fs_acl
 
 RequestHook = Callable[[Any, Request], None]
 ResultHook = Callable[[Any, Request, Any], Any]
@@ -65,8 +73,10 @@ def _on(opcodes: set[int], fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _attrs(result: Any) -> list[Packet]:
+    """The fuse_attr records of a reply: entry and attr replies, and READDIRPLUS's entries."""
     parts = result if isinstance(result, tuple) else (result,)
-    return [p.attr for p in parts if isinstance(p, FuseEntryOut | FuseAttrOut)]
+    found = [p.attr for p in parts if isinstance(p, FuseEntryOut | FuseAttrOut)]
+    return found + [d.entry_out.attr for p in parts if isinstance(p, FuseDirentplusList) for d in p.dirents]
 
 
 # -- metadata -----------------------------------------------------------------
@@ -79,7 +89,8 @@ def _nlink_plus_one_for_files(srv: Any, req: Request, result: Any) -> Any:
 
 mutant("nlink-off-by-one", "metadata", "regular files report one link too many",
        "POSIX-LINK-001", "POSIX-MACHINE-001",
-       result=_on({c.FUSE_GETATTR, c.FUSE_LOOKUP, c.FUSE_LINK}, _nlink_plus_one_for_files))
+       result=_on({c.FUSE_GETATTR, c.FUSE_LOOKUP, c.FUSE_LINK, c.FUSE_READDIRPLUS},
+                  _nlink_plus_one_for_files))
 
 
 def _new_dirs_nlink_one(srv: Any, req: Request, result: Any) -> Any:
@@ -167,18 +178,15 @@ mutant("xattr-flags-ignored", "xattr", "setxattr ignores XATTR_CREATE and XATTR_
        "POSIX-XATTR-002", request=_on({c.FUSE_SETXATTR}, _xattr_flags_ignored))
 
 
-_asked: dict[int, int] = {}  # unique -> the size the kernel asked for
-
-
 def _widen_buffer(srv: Any, req: Request) -> None:
     arg = req.packet[FuseGetxattrIn]
     if int(arg.size):
-        _asked[req.unique] = int(arg.size)
+        srv.mutant.notes[req.unique] = int(arg.size)  # the size the kernel asked for
         arg.size = 1 << 16
 
 
 def _truncate_value(srv: Any, req: Request, result: Any) -> Any:
-    size = _asked.pop(req.unique, 0)
+    size = srv.mutant.notes.pop(req.unique, 0)
     if isinstance(result, Raw) and size and len(result.load) > size:
         return Raw(result.load[:size])
     return result
@@ -187,6 +195,79 @@ def _truncate_value(srv: Any, req: Request, result: Any) -> Any:
 mutant("getxattr-truncates", "xattr", "a value larger than the buffer is cut instead of ERANGE",
        "POSIX-XATTR-004", request=_on({c.FUSE_GETXATTR}, _widen_buffer),
        result=_on({c.FUSE_GETXATTR}, _truncate_value))
+
+
+# -- POSIX ACLs (FUSE_POSIX_ACL: the kernel decides with what GETATTR and GETXATTR answer) ----
+def _model_inode(srv: Any, ino: int) -> Any:
+    """The in-memory model's inode (None for a server without one, e.g. serving a host dir)."""
+    inodes = getattr(srv.fs, "inodes", None)
+    return inodes.get(ino) if isinstance(inodes, dict) else None
+
+
+def _perm(acl: fs_acl.Acl | None, tag: int) -> int | None:
+    return next((perm for t, perm, _ in acl or () if t == tag), None)
+
+
+def _with_perm(acl: fs_acl.Acl, tag: int, perm: int) -> fs_acl.Acl:
+    return tuple((t, perm if t == tag else p, i) for t, p, i in acl)
+
+
+def _remember_mask(srv: Any, req: Request) -> None:
+    node = _model_inode(srv, req.nodeid)
+    if int(req.packet[FuseSetattrIn].valid) & c.FATTR_MODE and node is not None:
+        srv.mutant.notes[req.unique] = _perm(node.acl_access, fs_acl.ACL_MASK)
+
+
+def _ignore_mask(srv: Any, req: Request, result: Any) -> Any:
+    node = _model_inode(srv, req.nodeid)
+    if node is None or not node.acl_access or _perm(node.acl_access, fs_acl.ACL_MASK) is None:
+        return result
+    if req.opcode == c.FUSE_SETATTR:  # chmod: the group bits went to GROUP_OBJ, the mask stays
+        old_mask = srv.mutant.notes.pop(req.unique, None)
+        if old_mask is not None:
+            acl = _with_perm(node.acl_access, fs_acl.ACL_GROUP_OBJ, (node.mode >> 3) & 7)
+            node.acl_access = _with_perm(acl, fs_acl.ACL_MASK, old_mask)
+    elif _setxattr_name(req) == fs_acl.ACCESS:  # an ACL set: the group bits come from GROUP_OBJ
+        group = _perm(node.acl_access, fs_acl.ACL_GROUP_OBJ) or 0
+        node.mode = (node.mode & ~0o070) | group << 3
+    return result
+
+
+def _setxattr_name(req: Request) -> bytes:
+    return next((bytes(p.getfieldval("name")) for p in req.packet.iterpayloads()
+                 if isinstance(p, FuseName)), b"")
+
+
+mutant("acl-mask-ignored", "acl",
+       "with a mask in the ACL the server still takes the owning group's entry for the group class: "
+       "chmod rewrites that entry and leaves the mask, and an ACL's mode gets its group bits from it",
+       "POSIX-ACL-003", "POSIX-ACL-005", "POSIX-ACL-006", "POSIX-ACL-014",
+       request=_on({c.FUSE_SETATTR}, _remember_mask),
+       result=_on({c.FUSE_SETATTR, c.FUSE_SETXATTR}, _ignore_mask))
+
+
+_CREATE_ARGS = {c.FUSE_CREATE: FuseCreateIn, c.FUSE_MKDIR: FuseMkdirIn, c.FUSE_MKNOD: FuseMknodIn}
+
+
+def _default_not_inherited(srv: Any, req: Request, result: Any) -> Any:
+    """The new inode gets the asked mode less the umask and no ACL, whatever the parent's default."""
+    parent = _model_inode(srv, req.nodeid)
+    entry = (result if isinstance(result, tuple) else (result,))[0]
+    node = _model_inode(srv, int(entry.nodeid)) if isinstance(entry, FuseEntryOut) else None
+    if parent is None or parent.acl_default is None or node is None:
+        return result
+    arg = req.packet[_CREATE_ARGS[req.opcode]]
+    node.mode = (node.mode & ~0o777) | (int(arg.mode) & 0o777 & ~int(arg.umask or 0))
+    node.acl_access = None
+    if node.is_dir:
+        node.acl_default = None
+    entry.attr.mode = node.mode
+    return result
+
+
+mutant("acl-default-not-inherited", "acl",
+       "files and directories created under a default ACL get the asked mode less the umask, and no ACL",
+       "POSIX-ACL-009", "POSIX-ACL-010", result=_on(set(_CREATE_ARGS), _default_not_inherited))
 
 
 # -- protocol framing -----------------------------------------------------------
@@ -256,6 +337,8 @@ class Applied:
 
     mutant: Mutant | None = None
     seen: dict[str, int] = field(default_factory=dict)
+    #: what a mutant's request hook leaves for its result hook, by unique (this server's own)
+    notes: dict[int, Any] = field(default_factory=dict)
 
     def request(self, srv: Any, req: Request) -> None:
         if self.mutant and self.mutant.request:
@@ -267,6 +350,7 @@ class Applied:
         return result
 
     def reply(self, srv: Any, req: Request, data: bytes) -> bytes:
+        self.notes.pop(req.unique, None)  # answered (or refused): nothing left to carry
         if self.mutant and self.mutant.reply:
             return self.mutant.reply(srv, req, data)
         return data
