@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from targets.skip import in_ci
 
@@ -23,8 +23,10 @@ def load() -> str:
     settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
                               suppress_health_check=slow)
     settings.register_profile("soak", max_examples=20_000, stateful_step_count=200, deadline=None)
+    # smoke: the self-tests only need to see a rule fail, not the smallest example of it
     settings.register_profile("smoke", max_examples=20, deadline=None, derandomize=True,
-                              suppress_health_check=slow)
+                              suppress_health_check=slow,
+                              phases=[Phase.explicit, Phase.reuse, Phase.generate])
     name = profile()
     settings.load_profile(name)
     return name

@@ -11,6 +11,7 @@ reproduces it (run it against any two directories).
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import time
@@ -192,18 +193,26 @@ def test_differential_machine(twin: Twin, features: frozenset[str]) -> None:
     if "readonly" in features:
         pytest.skip("not applicable: a read-only target cannot run write sequences")
 
+    examples = itertools.count()
+
     def fresh() -> TwinMachine:
+        """Each example in new, empty directories: what a failed one left cannot leak into the
+        next (a server that lies about types may leave names nobody can remove)."""
+        name = f"x{next(examples)}"
         for tree in (twin.target, twin.reference):
             _empty(tree)
-        return TwinMachine(twin, features)
+            (tree / name).mkdir()
+        return TwinMachine(Twin(twin.target / name, twin.reference / name, twin.kick), features)
 
     run_state_machine_as_test(fresh, settings=stateful_settings())  # type: ignore[arg-type]
 
 
 def _empty(root: Path) -> None:
+    """Remove what earlier examples left, as far as the target lets us."""
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames:
-            os.unlink(Path(dirpath) / name)
-        for name in dirnames:
+        for name in filenames + dirnames:
             path = Path(dirpath) / name
-            (os.unlink if path.is_symlink() else os.rmdir)(path)
+            try:
+                (os.rmdir if path.is_dir() and not path.is_symlink() else os.unlink)(path)
+            except OSError:
+                pass
