@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 from targets import build, fusedev
-from targets.daemons import Requirement, mount_options, populate, reference_argv
+from targets.daemons import Requirement, mount_options, populate, reference_argv, reference_source
 from targets.errors import TargetDied, TargetError, TargetSpecError
 from targets.probe import probe_features
 from targets.process import Daemon, wait_ready
@@ -330,7 +330,9 @@ class Squashfuse(SuiteMount):
 
 
 class ReferenceMount(SuiteMount):
-    """fusecheck's reference server on /dev/fuse (an in-memory filesystem, no backing dir)."""
+    """fusecheck's reference server on /dev/fuse: an in-memory filesystem (no backing dir), or
+    with ``ref:source=DIR`` a host directory passed through, DIR its backing dir; a bare
+    ``ref:source`` serves a scratch directory the suite fills (``populate``)."""
 
     name = "ref"
     declared = frozenset({"symlink", "hardlink", "xattr", "mknod", "rename_exchange", "fallocate",
@@ -340,8 +342,16 @@ class ReferenceMount(SuiteMount):
     initial_tree: Path | None = None
 
     def argv(self, scratch: Path, mountpoint: Path) -> list[str]:
-        self.initial_tree = _populated(scratch / "tree")
-        return reference_argv(self.options, str(mountpoint))
+        options, source = reference_source(scratch, self.options)
+        if source is None:
+            self.initial_tree = _populated(scratch / "tree")
+        else:
+            if mountpoint.resolve().is_relative_to(source):
+                raise TargetSpecError(f"ref: source={source} holds the mountpoint {mountpoint}: the "
+                                      "server would serve its own mount",
+                                      hint="serve a directory outside the scratch root (TMPDIR)")
+            self.backing = self.initial_tree = source
+        return reference_argv(options, str(mountpoint))
 
 
 def _populated(root: Path) -> Path:
