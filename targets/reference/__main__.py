@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.source is not None:  # served as it is: no seed
         fs = HostFilesystem(args.source, acl=options.acl, writeback=options.writeback)
     else:
-        fs = Filesystem(acl=options.acl)  # the kernel checks ACLs only when FUSE_POSIX_ACL is on
+        # the model checks ACLs only when FUSE_POSIX_ACL is on, as the kernel then does
+        fs = Filesystem(acl=options.acl, writeback=options.writeback)
         seed(fs)
     server = ReferenceServer(fs, options)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))

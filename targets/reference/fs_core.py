@@ -29,9 +29,12 @@ class FsCore:
 
     def __init__(self, clock: Callable[[], int] | None = None, *, root_mode: int = 0o40755,
                  root_uid: int = 0, root_gid: int = 0, acl: bool = True, relatime: bool = True,
-                 capacity: int = 1 << 31, max_inodes: int = 1 << 20) -> None:
+                 capacity: int = 1 << 31, max_inodes: int = 1 << 20, writeback: bool = False) -> None:
         self.clock = clock or time.time_ns
         self.acls = acl
+        #: FUSE_WRITEBACK_CACHE: the kernel reads through write-only handles (to fill pages it
+        #: writes partly) and places O_APPEND writes itself
+        self.writeback = writeback
         self.relatime = relatime
         self.capacity_pages = capacity // 4096
         self.max_inodes = max_inodes

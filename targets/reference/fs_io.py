@@ -48,6 +48,8 @@ class IoOps(NamespaceOps):
                 raise FsError(errno.EPERM)
         if flags & os.O_TRUNC and node.is_reg:
             self._truncate(node, 0, cred)
+        if self.writeback:
+            flags = (flags & ~(os.O_ACCMODE | os.O_APPEND)) | (os.O_RDWR if access else os.O_RDONLY)
         return self._open_handle(Handle(node.ino, flags, cred, directory=False), node)
 
     def create(self, parent: int, name: bytes, mode: int, flags: int, cred: Cred,

@@ -234,7 +234,12 @@ class ReferenceServer:
         if op in (c.FUSE_FORGET, c.FUSE_BATCH_FORGET, c.FUSE_INTERRUPT):
             return None
         parts = result if isinstance(result, tuple) else ((result,) if result is not None else ())
-        return self.mutant.reply(self, request, self.session.reply(request, *parts))
+        try:
+            reply = self.session.reply(request, *parts)
+        except Exception:  # a value that does not fit its field: EIO, never silence
+            traceback.print_exc(file=sys.stderr)
+            return self.session.error(request, errno.EIO)
+        return self.mutant.reply(self, request, reply)
 
     def serve(self, read: Callable[[], bytes], write: Callable[[bytes], None], *,
               workers: int = 4) -> None:
@@ -589,7 +594,9 @@ def _statx(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
 
 
 def _sx_time(ns: int) -> FuseSxTime:
-    return FuseSxTime(tv_sec=ns // NS, tv_nsec=ns % NS)
+    """statx's signed seconds; fuse_attr's are unsigned, so times before 1970 come wrapped."""
+    seconds = ns // NS
+    return FuseSxTime(tv_sec=seconds - (1 << 64) if seconds >= 1 << 63 else seconds, tv_nsec=ns % NS)
 
 
 @handles(c.FUSE_GETLK)
