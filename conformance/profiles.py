@@ -8,8 +8,10 @@ differential state machines draw ``STATEFUL_EXAMPLES[profile]`` examples.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, run_state_machine_as_test
 
 from targets.skip import in_ci
 
@@ -42,3 +44,17 @@ def stateful_settings() -> settings:
     assert default is not None
     examples = STATEFUL_EXAMPLES.get(profile(), default.max_examples)
     return settings(default, max_examples=examples)
+
+
+def run_stateful(factory: Callable[[], RuleBasedStateMachine], part: int = 0, parts: int = 1) -> None:
+    """Run slice ``part`` of ``parts`` of a state machine's examples (each slice a test of its own,
+    so xdist runs them side by side); together they draw the profile's count. Under a
+    derandomized profile each slice has its own fixed seed, so slices differ and runs repeat."""
+    whole = stateful_settings()
+    share = settings(whole, max_examples=-(-whole.max_examples // parts))
+    if parts == 1 or not whole.derandomize:
+        run_state_machine_as_test(factory, settings=share)  # type: ignore[arg-type]
+        return
+    # the function run_state_machine_as_test runs, which hypothesis splits out for HypoFuzz
+    test = get_state_machine_test(factory, settings=share)  # type: ignore[arg-type]
+    seed(int.from_bytes(f"fusecheck {part}/{parts}".encode(), "big"))(test)()

@@ -19,16 +19,18 @@ from pathlib import Path
 
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from conformance.posix.oracle import Outcome, Twin, attempt, stat_view
-from conformance.profiles import stateful_settings
+from conformance.profiles import run_stateful
 from conformance.rules import rule as conformance_rule
 
 NAMES = st.sampled_from(["a", "b", "c", "d/e", "d/f", "d", "g"])
 DATA = st.binary(max_size=300)
 OFFSETS = st.integers(0, 5000)
 MODES = st.sampled_from([0o600, 0o644, 0o755, 0o700, 0o4755, 0o1777])
+#: The examples are drawn in this many slices, one test each, so that xdist workers share them
+PARTS = 2
 
 
 class TwinMachine(RuleBasedStateMachine):
@@ -189,7 +191,8 @@ def snapshot(walked: Walked) -> list[tuple[str, dict[str, int], bytes | str | No
     "Random sequences of create/write/truncate/mkdir/rmdir/unlink/rename/link/symlink/chmod/read "
     "give the same results, errnos, stat fields, listings, contents and timestamp order as tmpfs",
     source="POSIX.1-2017; the oracle is tmpfs on the same kernel", area="posix")
-def test_differential_machine(twin: Twin, features: frozenset[str]) -> None:
+@pytest.mark.parametrize("part", range(PARTS), ids=[f"part {i + 1} of {PARTS}" for i in range(PARTS)])
+def test_differential_machine(twin: Twin, features: frozenset[str], part: int) -> None:
     if "readonly" in features:
         pytest.skip("not applicable: a read-only target cannot run write sequences")
 
@@ -204,7 +207,7 @@ def test_differential_machine(twin: Twin, features: frozenset[str]) -> None:
             (tree / name).mkdir()
         return TwinMachine(Twin(twin.target / name, twin.reference / name, twin.kick), features)
 
-    run_state_machine_as_test(fresh, settings=stateful_settings())  # type: ignore[arg-type]
+    run_stateful(fresh, part, PARTS)
 
 
 def _empty(root: Path) -> None:
