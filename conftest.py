@@ -38,6 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     global _started
     _started = time.monotonic()
     config.addinivalue_line("markers", "rule(id): the conformance rule a test checks")
+    config.addinivalue_line("markers", "spread: a long test, put where another worker starts its own")
     _interrupt_on_sigterm()
     _private_mounts()
 
@@ -64,7 +65,16 @@ def _interrupt_on_sigterm() -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--rule ID``: keep only the tests of the rules whose id starts with ID."""
+    """``--rule ID``: keep only the tests of the rules whose id starts with ID; long tests marked
+    ``spread`` go to both ends of the run, so that two xdist workers each start one."""
+    _rules_only(config, items)
+    spread = [item for item in items if item.get_closest_marker("spread")]
+    if spread:
+        rest = [item for item in items if not item.get_closest_marker("spread")]
+        items[:] = spread[0::2] + rest + spread[1::2]
+
+
+def _rules_only(config: pytest.Config, items: list[pytest.Item]) -> None:
     wanted = config.getoption("--rule")
     if not wanted:
         return

@@ -191,6 +191,7 @@ def snapshot(walked: Walked) -> list[tuple[str, dict[str, int], bytes | str | No
     "Random sequences of create/write/truncate/mkdir/rmdir/unlink/rename/link/symlink/chmod/read "
     "give the same results, errnos, stat fields, listings, contents and timestamp order as tmpfs",
     source="POSIX.1-2017; the oracle is tmpfs on the same kernel", area="posix")
+@pytest.mark.spread
 @pytest.mark.parametrize("part", range(PARTS), ids=[f"part {i + 1} of {PARTS}" for i in range(PARTS)])
 def test_differential_machine(twin: Twin, features: frozenset[str], part: int) -> None:
     if "readonly" in features:
