@@ -139,8 +139,9 @@ REFERENCE_MAIN = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
                   "from targets.reference.__main__ import main; sys.exit(main(sys.argv[1:]))")
 
 
-REFERENCE_HINT = ("ref takes cache=none|auto|always, writeback, acl, mutant=NAME, audit=FILE, source=DIR "
-                  "(serve a host directory) or source (serve a scratch directory the suite fills)")
+REFERENCE_HINT = ("ref takes cache=none|auto|always, writeback, acl=on|off (on by default), mutant=NAME, "
+                  "audit=FILE, source=DIR (serve a host directory) or source (serve a scratch directory "
+                  "the suite fills)")
 
 
 def reference_argv(options: Options, *where: str) -> list[str]:
