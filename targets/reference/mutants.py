@@ -13,6 +13,8 @@ must carry from a request's hook to its result hook lives on the server's
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from protocol.layers import (
     FuseEntryOut,
     FuseFallocateIn,
     FuseGetxattrIn,
+    FuseLkIn,
     FuseLseekOut,
     FuseMkdirIn,
     FuseMknodIn,
@@ -39,6 +42,7 @@ from protocol.layers import (
     FuseSetxattrIn,
 )
 from targets.reference import fs_acl
+from targets.reference.fs_types import FsError
 
 RequestHook = Callable[[Any, Request], None]
 ResultHook = Callable[[Any, Request, Any], Any]
@@ -311,6 +315,41 @@ def _retype_regular(srv: Any, req: Request, result: Any) -> Any:
 
 mutant("lookup-type-lies", "namespace", "LOOKUP reports regular files as directories",
        "FUSE-LOOKUP-002", "POSIX-MACHINE-001", result=_on({c.FUSE_LOOKUP}, _retype_regular))
+
+
+# -- locks and times -------------------------------------------------------------
+def _setlkw_as_setlk(srv: Any, req: Request) -> None:
+    """A conflicting F_SETLKW is answered EAGAIN at once, as if it were F_SETLK."""
+    arg = req.packet[FuseLkIn]
+    lk = arg.lk
+    if int(arg.lk_flags) & c.FUSE_LK_FLOCK or int(lk.type) == fcntl.F_UNLCK:
+        return
+    held = srv.fs.getlk(int(arg.fh), int(arg.owner), int(lk.start), int(lk.end), int(lk.type), int(lk.pid))
+    if held[2] != fcntl.F_UNLCK:
+        raise FsError(errno.EAGAIN)
+
+
+mutant("setlkw-never-waits", "data", "F_SETLKW fails with EAGAIN instead of waiting for the lock",
+       "POSIX-LOCK-002", "POSIX-LOCK-003", request=_on({c.FUSE_SETLKW}, _setlkw_as_setlk))
+
+
+def _note_ctime(srv: Any, req: Request) -> None:
+    if int(req.packet[FuseSetattrIn].valid) & c.FATTR_MODE:
+        srv.mutant.notes[req.unique] = srv.fs.getattr(req.nodeid).ctime
+
+
+def _keep_ctime(srv: Any, req: Request, result: Any) -> Any:
+    """chmod leaves ctime where it was, in the model and in the reply."""
+    old = srv.mutant.notes.get(req.unique)
+    if old is not None and isinstance(result, FuseAttrOut):
+        srv.fs.getattr(req.nodeid).ctime = old
+        result.attr.ctime, result.attr.ctimensec = old // 1_000_000_000, old % 1_000_000_000
+    return result
+
+
+mutant("chmod-keeps-ctime", "metadata", "chmod does not update ctime", "POSIX-TIMES-005",
+       "POSIX-MACHINE-001", request=_on({c.FUSE_SETATTR}, _note_ctime),
+       result=_on({c.FUSE_SETATTR}, _keep_ctime))
 
 
 # -- coherency ------------------------------------------------------------------
