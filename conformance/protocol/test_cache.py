@@ -1,12 +1,14 @@
 """The cache contract (the seed's cache=none|auto|always): what the replies promise.
 
-Applies to targets whose spec declares a cache mode (``ref:cache=...``); the
-timeouts and open flags in their replies must say what the mode says.
+Applies to targets whose spec declares a cache mode (``ref:cache=...``; the reference
+server runs cache=auto unless told otherwise); the timeouts and open flags in their
+replies must say what the mode says.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -22,11 +24,41 @@ from targets.spec import TargetSpec
 SEED = "Documentation/filesystems/virtiofs.rst and fuse.rst: cache=none|auto|always"
 
 
+#: The cache mode a target runs without a cache option, where it is known
+DEFAULT_CACHE = {"ref": "auto"}
+
+
+def declared_cache(spec: TargetSpec) -> str | None:
+    """The cache mode the target's spec declares (or the one it is known to default to)."""
+    mode = spec.options.get("cache")
+    return str(mode) if mode else DEFAULT_CACHE.get(spec.name)
+
+
+def _looked_up(ready: KernelConnection) -> tuple[Any, Any]:
+    """A listed entry and its LOOKUP reply body."""
+    entry = some_entry(ready)
+    assert entry is not None, "the root lists nothing to look up"
+    lookup = ready.call(c.FUSE_LOOKUP, FuseName(name=entry.name))
+    assert lookup.ok and lookup.body is not None, f"LOOKUP answered {errno_name(lookup.error)}"
+    return entry, lookup.body
+
+
+def _open_flags(ready: KernelConnection, nodeid: int) -> int:
+    opened = ready.call(c.FUSE_OPEN, FuseOpenIn(flags=os.O_RDONLY), nodeid=nodeid)
+    assert opened.ok and opened.body is not None, f"OPEN answered {errno_name(opened.error)}"
+    ready.call(c.FUSE_RELEASE, FuseReleaseIn(fh=int(opened.body.fh)), nodeid=nodeid)
+    return int(opened.body.open_flags)
+
+
+def _seconds(whole: int, nsec: int) -> float:
+    return whole + nsec / 1e9
+
+
 @rule("FUSE-CACHE-001",
       "With cache=none, entry and attr replies grant no cache time and OPEN asks for direct I/O",
       source=f"{SEED}: cache=none caches nothing", area="coherency", feature="CACHE")
 def test_cache_none_contract(ready: KernelConnection, target_spec: TargetSpec) -> None:
-    if target_spec.options.get("cache") != "none":
+    if declared_cache(target_spec) != "none":
         pytest.skip("not applicable: the target declares no cache=none mode")
     entry = some_entry(ready)
     assert entry is not None, "the root lists nothing to look up"
@@ -48,10 +80,45 @@ def test_cache_none_contract(ready: KernelConnection, target_spec: TargetSpec) -
 @rule("FUSE-CACHE-002", "FUSE_WRITEBACK_CACHE is negotiated exactly when the target declares "
       "writeback", source=f"{SEED}: writeback", area="coherency", feature="CACHE")
 def test_writeback_negotiated(ready: KernelConnection, target_spec: TargetSpec) -> None:
-    if "cache" not in target_spec.options and "writeback" not in target_spec.options:
+    if declared_cache(target_spec) is None and "writeback" not in target_spec.options:
         pytest.skip("not applicable: the target declares no cache mode")
     negotiated = ready.session.negotiated
     assert negotiated is not None
     declared = bool(target_spec.options.get("writeback"))
     assert negotiated.has(c.FUSE_WRITEBACK_CACHE) == declared, (
         f"writeback declared {declared}, negotiated {negotiated.has(c.FUSE_WRITEBACK_CACHE)}")
+
+
+@rule("FUSE-CACHE-003",
+      "With cache=auto, entries and attributes may be cached about a second, and OPEN neither "
+      "bypasses nor keeps the page cache (data is cached while open, dropped at the next open)",
+      source=f"{SEED}: cache=auto (timeouts about 1 s, close-to-open)", area="coherency",
+      feature="CACHE")
+def test_cache_auto_contract(ready: KernelConnection, target_spec: TargetSpec) -> None:
+    if declared_cache(target_spec) != "auto":
+        pytest.skip("not applicable: the target declares no cache=auto mode")
+    entry, body = _looked_up(ready)
+    for what, granted in (("entry", _seconds(body.entry_valid, body.entry_valid_nsec)),
+                          ("attr", _seconds(body.attr_valid, body.attr_valid_nsec))):
+        assert 0 < granted <= 2, f"LOOKUP grants {what} {granted:g} s, not about a second"
+    if entry.type == 8:
+        flags = _open_flags(ready, int(body.nodeid))
+        assert not flags & (c.FOPEN_DIRECT_IO | c.FOPEN_KEEP_CACHE), (
+            f"OPEN answers open_flags {flags:#x}: cache=auto neither bypasses nor keeps the cache")
+
+
+@rule("FUSE-CACHE-004",
+      "With cache=always, entries and attributes are cached long (more than a minute) and OPEN "
+      "keeps the page cache (FOPEN_KEEP_CACHE)",
+      source=f"{SEED}: cache=always", area="coherency", feature="CACHE")
+def test_cache_always_contract(ready: KernelConnection, target_spec: TargetSpec) -> None:
+    if declared_cache(target_spec) != "always":
+        pytest.skip("not applicable: the target declares no cache=always mode")
+    entry, body = _looked_up(ready)
+    for what, granted in (("entry", _seconds(body.entry_valid, body.entry_valid_nsec)),
+                          ("attr", _seconds(body.attr_valid, body.attr_valid_nsec))):
+        assert granted > 60, f"LOOKUP grants {what} {granted:g} s: cache=always caches long"
+    if entry.type == 8:
+        flags = _open_flags(ready, int(body.nodeid))
+        assert flags & c.FOPEN_KEEP_CACHE and not flags & c.FOPEN_DIRECT_IO, (
+            f"OPEN answers open_flags {flags:#x}: cache=always keeps the page cache")
