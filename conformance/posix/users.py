@@ -16,39 +16,14 @@ CHILD_TIMEOUT = 30.0
 
 def as_user(uid: int, gid: int, groups: tuple[int, ...], call: Callable[[], T]) -> T:
     """``call()`` in a child running as uid/gid/groups; its result, or its OSError re-raised."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop privileges, call, report, exit without cleanup
-        os.close(read_end)
-        try:
-            os.setgroups(list(groups))
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-            result: Any = ("ok", call())
-        except OSError as exc:
-            result = ("err", exc.errno, exc.strerror)
-        except BaseException as exc:
-            result = ("bug", repr(exc))
-        try:
-            os.write(write_end, pickle.dumps(result))
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        ready, _, _ = select.select([pipe], [], [], CHILD_TIMEOUT)
-        if not ready:  # a hung filesystem: do not hang the test with it
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise TimeoutError(f"as_user({uid}): no answer within {CHILD_TIMEOUT:g} s")
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    outcome: tuple[Any, ...] = pickle.loads(data) if data else ("bug", "the child died")
-    if outcome[0] == "ok":
-        return outcome[1]  # type: ignore[no-any-return]
-    if outcome[0] == "err":
-        code = int(outcome[1] or errno.EIO)
-        raise OSError(code, outcome[2] or os.strerror(code))
-    raise RuntimeError(f"as_user({uid}): {outcome[1]}")
+    def dropped() -> T:
+        os.setgroups(list(groups))
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        return call()
+
+    with Child(dropped) as child:
+        return child.result(CHILD_TIMEOUT)  # type: ignore[no-any-return]
 
 
 class Child:
