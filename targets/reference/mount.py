@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import sys
 import threading
@@ -36,18 +37,35 @@ def serve_mounted(server: ReferenceServer, mountpoint: Path) -> int:
                             subtype="fusecheck") as (fd, _conn):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, on_signal)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
 
         def read() -> bytes:
-            try:
-                return os.read(fd, BUFFER)
-            except OSError as exc:
-                if exc.errno == errno.ENODEV:  # unmounted
-                    return b""
-                raise
+            """The next request; b"" once stopped or unmounted. The wait includes the signal
+            wakeup pipe: a signal some other thread took still wakes this one to run it."""
+            while not stop.is_set():
+                ready, _, _ = select.select([fd, wake_r], [], [])
+                if wake_r in ready:
+                    os.read(wake_r, 512)  # Python has run the handlers by now
+                    continue
+                try:
+                    return os.read(fd, BUFFER)
+                except OSError as exc:
+                    if exc.errno == errno.ENODEV:  # unmounted
+                        return b""
+                    if exc.errno not in (errno.EAGAIN, errno.EINTR, errno.ENOENT):
+                        raise
+            return b""
 
         def write(data: bytes) -> None:
             os.write(fd, data)
 
         print(f"fusecheck reference server mounted at {mountpoint}", file=sys.stderr, flush=True)
-        server.serve(read, write)
+        try:
+            server.serve(read, write)
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(wake_r)
+            os.close(wake_w)
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -244,7 +245,8 @@ class ReferenceServer:
     def serve(self, read: Callable[[], bytes], write: Callable[[bytes], None], *,
               workers: int = 4) -> None:
         """Read requests until ``read`` returns b"" (or raises), answer them concurrently."""
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ref") as pool:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ref",
+                                initializer=_main_thread_takes_signals) as pool:
             while not self.destroyed:
                 try:
                     data = read()
@@ -258,9 +260,13 @@ class ReferenceServer:
                 if header.get("opcode") in BLOCKING:
                     with self.lock:  # known before any INTERRUPT naming it is handled
                         self.pending.add(int(header["unique"]))
-                    threading.Thread(target=self._answer, args=(data, write), daemon=True).start()
+                    threading.Thread(target=self._answer_blocking, args=(data, write), daemon=True).start()
                 else:
                     pool.submit(self._answer, data, write)
+
+    def _answer_blocking(self, data: bytes, write: Callable[[bytes], None]) -> None:
+        _main_thread_takes_signals()
+        self._answer(data, write)
 
     def _answer(self, data: bytes, write: Callable[[bytes], None]) -> None:
         reply = self.handle(data)
@@ -302,6 +308,13 @@ class ReferenceServer:
     def open_out(self, fh: int, *, directory: bool = False) -> FuseOpenOut:
         flags = 0 if directory else CACHE_OPEN_FLAGS[self.options.cache]
         return FuseOpenOut(fh=fh, open_flags=flags)
+
+
+def _main_thread_takes_signals() -> None:
+    """Block SIGINT and SIGTERM in a worker thread: the kernel then delivers them to the main
+    thread, whose blocking read they interrupt so that Python runs the handler (a signal taken
+    by a worker would wait until the next request came)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def fuse_attr(inode: Inode) -> FuseAttr:
