@@ -389,7 +389,7 @@ def open_mount_target(spec: TargetSpec, backing: Path | None = None, *,
     """The (unopened) MountTarget for ``spec``: ``mount:PATH`` or a suite mount by name.
 
     ``backing`` is the host dir the target serves: for ``mount:PATH`` as given;
-    bindfs and passthrough_ll serve it; the others choose their own.
+    bindfs and passthrough_ll serve it, and ref (as ``source``); the others choose their own.
     """
     if spec.kind == "mount":
         return ExistingMount(spec.command[0], backing)
@@ -399,9 +399,15 @@ def open_mount_target(spec: TargetSpec, backing: Path | None = None, *,
                               hint=f"use mount:PATH or one of {', '.join(MOUNT_TARGETS)}")
     if backing is None:
         return cls(spec.options, scratch_root=scratch_root)
+    if cls is ReferenceMount:  # --backing DIR is ref:source=DIR
+        given = spec.options.get("source")
+        if isinstance(given, str) and Path(given).resolve() != backing.resolve():
+            raise TargetSpecError(f"ref: source={given} and --backing {backing} name different dirs",
+                                  hint="give one of them")
+        return cls({**spec.options, "source": str(backing)}, scratch_root=scratch_root)
     served = SERVES_BACKING.get(spec.name)
     if served is None:
         raise TargetSpecError(f"{spec.name} makes its own backing dir; --backing is not used with it",
-                              hint="drop --backing, or use bindfs or passthrough_ll to serve a dir")
+                              hint="drop --backing, or use ref, bindfs or passthrough_ll to serve a dir")
     return served(spec.options, source=backing, scratch_root=scratch_root)
 

@@ -262,6 +262,20 @@ def test_bindfs_serves_a_backing_dir_of_the_user_and_leaves_it(tmp_path: Path) -
     assert (source / "keep.txt").read_text() == "the user's data\n"
 
 
+def test_reference_server_serves_a_backing_dir_given_with_backing(tmp_path: Path) -> None:
+    """``--target ref --backing DIR`` is ``ref:source=DIR``."""
+    fuse_usable()
+    source = tmp_path / "mine"
+    source.mkdir()
+    (source / "keep.txt").write_text("the user's data\n")
+    with open_mount_target(mount_spec("ref"), backing=source) as target:
+        assert target.backing == source.resolve() and os.listdir(target.path) == ["keep.txt"]
+        (target.path / "new.txt").write_text("through ref\n")
+    assert sorted(os.listdir(source)) == ["keep.txt", "new.txt"]
+    with pytest.raises(TargetSpecError, match="different dirs"):
+        open_mount_target(mount_spec(f"ref:source={tmp_path}"), backing=source)
+
+
 def test_factory_refuses_what_it_cannot_open(tmp_path: Path) -> None:
     with pytest.raises(TargetSpecError, match="unknown mount target"):
         mount_spec("nosuchfs")
