@@ -7,13 +7,14 @@ import os
 import stat
 
 from targets.reference.fs_data import PAGE
-from targets.reference.fs_locks import F_RDLCK, F_UNLCK, Locks
+from targets.reference.fs_locks import LockOps
 from targets.reference.fs_namespace import NamespaceOps
 from targets.reference.fs_types import (
     MAX_FILE_SIZE,
     MAY_EXEC,
     MAY_READ,
     MAY_WRITE,
+    AccessMode,
     Cred,
     FsError,
     Handle,
@@ -25,7 +26,7 @@ FALLOC_MODES = (0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SI
                 FALLOC_FL_ZERO_RANGE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)
 
 
-class IoOps(NamespaceOps):
+class IoOps(NamespaceOps, LockOps):
     def open(self, ino: int, flags: int, cred: Cred) -> int:
         """may_open's checks, then O_TRUNC; O_APPEND and O_NOATIME stay with the handle."""
         node = self._get(ino)
@@ -209,29 +210,6 @@ class IoOps(NamespaceOps):
         return self._store(dest, off_out, data, out.cred, False)
 
     # -- locks ------------------------------------------------------------
-    def _locks(self, fh: int) -> tuple[Handle, Locks]:
-        handle = self._handle(fh)
-        return handle, self.locks.setdefault(handle.ino, Locks())
-
-    def getlk(self, fh: int, owner: int, start: int, end: int, type: int,
-              pid: int = 0) -> tuple[int, int, int, int]:
-        """F_GETLK: (start, end, type, pid) of a blocking lock, or the request with F_UNLCK."""
-        _, locks = self._locks(fh)
-        found = locks.test(owner, start, end, type)
-        if found is None:
-            return start, end, F_UNLCK, 0
-        return found.start, found.end, found.type, found.pid
-
-    def setlk(self, fh: int, owner: int, start: int, end: int, type: int, pid: int = 0,
-              wait: bool = False) -> None:
-        """F_SETLK / F_SETLKW: a conflict raises LockWouldBlock (EAGAIN; ``.wait`` tells the server
-        to retry it later); read locks need a readable handle, write locks a writable one."""
-        handle, locks = self._locks(fh)
-        if (type != F_UNLCK and not (handle.readable if type == F_RDLCK else handle.writable)):
-            raise FsError(errno.EBADF)
-        locks.set(owner, start, end, type, pid, wait)
-
-    def flock(self, fh: int, owner: int, type: int, wait: bool = False) -> None:
-        """flock(2) as FUSE passes it: F_RDLCK (shared), F_WRLCK (exclusive) or F_UNLCK."""
-        _, locks = self._locks(fh)
-        locks.flock(owner, fh, type, wait)
+    def _lock_key(self, handle: AccessMode) -> int:
+        assert isinstance(handle, Handle)
+        return handle.ino

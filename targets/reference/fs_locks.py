@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import fcntl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from targets.reference.fs_types import MAX_FILE_SIZE, FsError, LockWouldBlock
+from targets.reference.fs_types import MAX_FILE_SIZE, AccessMode, FsError, LockWouldBlock
 
 F_RDLCK, F_WRLCK, F_UNLCK = fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK
 OFFSET_MAX = MAX_FILE_SIZE
@@ -98,3 +99,43 @@ class Locks:
 
     def __bool__(self) -> bool:
         return bool(self.posix or self.flocks)
+
+
+class LockOps:
+    """F_GETLK, F_SETLK(W) and flock over a filesystem's open handles, with the locks kept in
+    memory by ``_lock_key(handle)`` (the model's inode, the host backend's nodeid)."""
+
+    locks: dict[int, Locks]
+
+    if TYPE_CHECKING:
+        def _handle(self, fh: int, *, directory: bool = False) -> AccessMode: ...
+
+    def _lock_key(self, handle: AccessMode) -> int:
+        raise NotImplementedError
+
+    def _locks(self, fh: int) -> tuple[AccessMode, Locks]:
+        handle = self._handle(fh)
+        return handle, self.locks.setdefault(self._lock_key(handle), Locks())
+
+    def getlk(self, fh: int, owner: int, start: int, end: int, type: int,
+              pid: int = 0) -> tuple[int, int, int, int]:
+        """F_GETLK: (start, end, type, pid) of a blocking lock, or the request with F_UNLCK."""
+        _, locks = self._locks(fh)
+        found = locks.test(owner, start, end, type)
+        if found is None:
+            return start, end, F_UNLCK, 0
+        return found.start, found.end, found.type, found.pid
+
+    def setlk(self, fh: int, owner: int, start: int, end: int, type: int, pid: int = 0,
+              wait: bool = False) -> None:
+        """F_SETLK / F_SETLKW: a conflict raises LockWouldBlock (EAGAIN; ``.wait`` tells the server
+        to retry it later); read locks need a readable handle, write locks a writable one."""
+        handle, locks = self._locks(fh)
+        if type != F_UNLCK and not (handle.readable if type == F_RDLCK else handle.writable):
+            raise FsError(errno.EBADF)
+        locks.set(owner, start, end, type, pid, wait)
+
+    def flock(self, fh: int, owner: int, type: int, wait: bool = False) -> None:
+        """flock(2) as FUSE passes it: F_RDLCK (shared), F_WRLCK (exclusive) or F_UNLCK."""
+        _, locks = self._locks(fh)
+        locks.flock(owner, fh, type, wait)

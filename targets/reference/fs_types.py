@@ -107,14 +107,10 @@ class Inode:
         return self.data.allocated * (PAGE // 512)
 
 
-@dataclass(eq=False)
-class Handle:
-    """An open file or directory: what the kernel's fh stands for."""
+class AccessMode:
+    """What an open file's flags allow (both backends' handles)."""
 
-    ino: int
     flags: int
-    cred: Cred
-    directory: bool = False
 
     @property
     def readable(self) -> bool:
@@ -131,3 +127,13 @@ class Handle:
     @property
     def noatime(self) -> bool:
         return bool(self.flags & os.O_NOATIME)
+
+
+@dataclass(eq=False)
+class Handle(AccessMode):
+    """An open file or directory: what the kernel's fh stands for."""
+
+    ino: int
+    flags: int
+    cred: Cred
+    directory: bool = False

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from targets.reference import fs_acl
-from targets.reference.fs_locks import F_RDLCK, F_UNLCK, Locks
-from targets.reference.fs_types import NAME_MAX, ROOT_INO, Cred, FsError, Inode
+from targets.reference.fs_locks import LockOps, Locks
+from targets.reference.fs_types import NAME_MAX, ROOT_INO, AccessMode, Cred, FsError, Inode
 
 AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW = 0x1000, 0x100
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
@@ -148,7 +148,7 @@ class Node:
 
 
 @dataclass(eq=False)
-class HostHandle:
+class HostHandle(AccessMode):
     """An open file or directory: a real host fd, and the flags the kernel asked for."""
 
     fd: int
@@ -161,20 +161,9 @@ class HostHandle:
     started: bool = False  # directories: read at least once (a later offset 0 is a rewind)
     special: bool = False  # a FIFO, socket or device: an O_PATH fd, never opened for I/O here
 
-    @property
-    def readable(self) -> bool:
-        return self.flags & os.O_ACCMODE != os.O_WRONLY
-
-    @property
-    def writable(self) -> bool:
-        return self.flags & os.O_ACCMODE != os.O_RDONLY
-
-    @property
-    def append(self) -> bool:
-        return bool(self.flags & os.O_APPEND)
 
 
-class HostFilesystem:
+class HostFilesystem(LockOps):
     """``source`` served through the model's interface; ``acl``: POSIX ACLs are in use (as
     FUSE_POSIX_ACL); ``writeback``: the kernel caches writes (it then reads through
     write-only handles and does O_APPEND itself)."""
@@ -690,32 +679,10 @@ class HostFilesystem:
             self._drop_privs(out.fd, out.cred, forced=False)
         return copied
 
-    # -- locks (in memory: only the mount sees them) ---------------------------
-    def _locks(self, fh: int) -> tuple[HostHandle, Locks]:
-        handle = self._handle(fh)
-        return handle, self.locks.setdefault(handle.nodeid, Locks())
-
-    def getlk(self, fh: int, owner: int, start: int, end: int, type: int,
-              pid: int = 0) -> tuple[int, int, int, int]:
-        """F_GETLK: (start, end, type, pid) of a blocking lock, or the request with F_UNLCK."""
-        _, locks = self._locks(fh)
-        found = locks.test(owner, start, end, type)
-        if found is None:
-            return start, end, F_UNLCK, 0
-        return found.start, found.end, found.type, found.pid
-
-    def setlk(self, fh: int, owner: int, start: int, end: int, type: int, pid: int = 0,
-              wait: bool = False) -> None:
-        """F_SETLK / F_SETLKW as the model: LockWouldBlock on a conflict, EBADF for a lock the
-        handle's access mode does not allow."""
-        handle, locks = self._locks(fh)
-        if type != F_UNLCK and not (handle.readable if type == F_RDLCK else handle.writable):
-            raise FsError(errno.EBADF)
-        locks.set(owner, start, end, type, pid, wait)
-
-    def flock(self, fh: int, owner: int, type: int, wait: bool = False) -> None:
-        _, locks = self._locks(fh)
-        locks.flock(owner, fh, type, wait)
+    # -- locks (in memory: only the mount sees them; LockOps) --------------------
+    def _lock_key(self, handle: AccessMode) -> int:
+        assert isinstance(handle, HostHandle)
+        return handle.nodeid
 
     # -- attributes --------------------------------------------------------------
     @_translated
