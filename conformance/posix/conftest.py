@@ -59,6 +59,15 @@ def features(mounted: MountTarget) -> frozenset[str]:
 
 
 @pytest.fixture
+def enforced_permissions(features: frozenset[str]) -> None:
+    """Not applicable unless the target checks permissions for users other than root."""
+    for needed in ("other_users", "permissions"):
+        if needed not in features:
+            pytest.skip(f"not applicable: the target does not enforce permissions for other "
+                        f"users ({needed} missing)")
+
+
+@pytest.fixture
 def twin(request: pytest.FixtureRequest, mounted: MountTarget, reference_root: Path) -> Iterator[Twin]:
     """An empty directory in the target and its empty twin on tmpfs, owned by root, 0755."""
     if "readonly" in mounted.features:

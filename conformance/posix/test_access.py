@@ -20,12 +20,7 @@ AREA = "posix"
 ALICE, BOB, CAROL = 20001, 20002, 20003
 
 
-@pytest.fixture(autouse=True)
-def _enforced(features: frozenset[str]) -> None:
-    for needed in ("other_users", "permissions"):
-        if needed not in features:
-            pytest.skip(f"not applicable: the target does not enforce permissions for other "
-                        f"users ({needed} missing)")
+pytestmark = pytest.mark.usefixtures("enforced_permissions")
 
 
 def as_(uid: int, call: Callable[[], Any]) -> Any:

@@ -17,12 +17,7 @@ AREA = "posix"
 ALICE, BOB, STAFF = 20001, 20002, 20100
 
 
-@pytest.fixture(autouse=True)
-def _enforced(features: frozenset[str]) -> None:
-    for needed in ("other_users", "permissions"):
-        if needed not in features:
-            pytest.skip(f"not applicable: the target does not enforce permissions for other "
-                        f"users ({needed} missing)")
+pytestmark = pytest.mark.usefixtures("enforced_permissions")
 
 
 def _setup(root: Path) -> None:

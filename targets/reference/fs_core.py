@@ -15,12 +15,12 @@ from targets.reference.fs_types import (
     DAY_NS,
     MAY_EXEC,
     MAY_WRITE,
-    NAME_MAX,
     ROOT_INO,
     Cred,
     FsError,
     Handle,
     Inode,
+    valid_name,
 )
 
 
@@ -93,12 +93,7 @@ class FsCore:
     def _owner_or_root(node: Inode, cred: Cred) -> bool:
         return cred.root or cred.uid == node.uid
 
-    @staticmethod
-    def _valid_name(name: bytes) -> None:
-        if not name or b"/" in name or b"\0" in name:
-            raise FsError(errno.EINVAL)
-        if len(name) > NAME_MAX:
-            raise FsError(errno.ENAMETOOLONG)
+    _valid_name = staticmethod(valid_name)
 
     def _may_create(self, parent: int, name: bytes, cred: Cred, *, write: bool = True) -> Inode:
         """filename_create + may_create: search, a live directory, EEXIST, write permission

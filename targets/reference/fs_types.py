@@ -107,6 +107,14 @@ class Inode:
         return self.data.allocated * (PAGE // 512)
 
 
+def valid_name(name: bytes) -> None:
+    """One path component, at most NAME_MAX bytes: never a way out of its directory."""
+    if not name or b"/" in name or b"\0" in name:
+        raise FsError(errno.EINVAL)
+    if len(name) > NAME_MAX:
+        raise FsError(errno.ENAMETOOLONG)
+
+
 class AccessMode:
     """What an open file's flags allow (both backends' handles)."""
 

@@ -39,7 +39,7 @@ from typing import ParamSpec, TypeVar
 
 from targets.reference import fs_acl
 from targets.reference.fs_locks import LockOps, Locks
-from targets.reference.fs_types import NAME_MAX, ROOT_INO, AccessMode, Cred, FsError, Inode
+from targets.reference.fs_types import NAME_MAX, ROOT_INO, AccessMode, Cred, FsError, Inode, valid_name
 
 AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW = 0x1000, 0x100
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
@@ -245,13 +245,7 @@ class HostFilesystem(LockOps):
                          ctime=wire_time(st.st_ctime_ns),
                          st_blocks=st.st_blocks)
 
-    @staticmethod
-    def _valid_name(name: bytes) -> None:
-        """One path component: never a way out of the directory it names an entry of."""
-        if not name or b"/" in name or b"\0" in name:
-            raise FsError(errno.EINVAL)
-        if len(name) > NAME_MAX:
-            raise FsError(errno.ENAMETOOLONG)
+    _valid_name = staticmethod(valid_name)
 
     def _handle(self, fh: int, *, directory: bool = False) -> HostHandle:
         handle = self.handles.get(fh)
