@@ -12,15 +12,11 @@ import pytest
 from targets.reference.mutants import MUTANTS
 from tests.helpers import rule_outcomes, run_conformance
 
-#: what a mutant's area needs switched on to show: coherency no caching, acl FUSE_POSIX_ACL
-#: (on by default for ref; said anyway, so the mutants keep working if the default changes)
-AREA_OPTIONS = {"coherency": ",cache=none", "acl": ",acl=on"}
-
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))
 def test_mutant_is_caught(name: str, record_property: object) -> None:
     mutant = MUTANTS[name]
-    options = f"mutant={name}" + AREA_OPTIONS.get(mutant.area, "")
+    options = ",".join(filter(None, (f"mutant={name}", mutant.runs_with)))
     rules = [f"--rule={rule}" for rule in mutant.caught_by]
     result = run_conformance(f"ref:{options}", "--reply-timeout=3", "--op-timeout=30", *rules)
     found = rule_outcomes(result.stdout)

@@ -55,6 +55,7 @@ class Mutant:
     area: str
     description: str
     caught_by: tuple[str, ...]  # rule ids expected to fail
+    runs_with: str = ""  # the ref options the fault needs to show (``cache=none``), if any
     request: RequestHook | None = None
     result: ResultHook | None = None
     reply: ReplyHook | None = None
@@ -245,7 +246,7 @@ def _setxattr_name(req: Request) -> bytes:
 mutant("acl-mask-ignored", "acl",
        "with a mask in the ACL the server still takes the owning group's entry for the group class: "
        "chmod rewrites that entry and leaves the mask, and an ACL's mode gets its group bits from it",
-       "POSIX-ACL-003", "POSIX-ACL-005", "POSIX-ACL-006", "POSIX-ACL-014",
+       "POSIX-ACL-003", "POSIX-ACL-005", "POSIX-ACL-006", "POSIX-ACL-014", runs_with="acl=on",
        request=_on({c.FUSE_SETATTR}, _remember_mask),
        result=_on({c.FUSE_SETATTR, c.FUSE_SETXATTR}, _ignore_mask))
 
@@ -271,7 +272,8 @@ def _default_not_inherited(srv: Any, req: Request, result: Any) -> Any:
 
 mutant("acl-default-not-inherited", "acl",
        "files and directories created under a default ACL get the asked mode less the umask, and no ACL",
-       "POSIX-ACL-009", "POSIX-ACL-010", result=_on(set(_CREATE_ARGS), _default_not_inherited))
+       "POSIX-ACL-009", "POSIX-ACL-010", runs_with="acl=on",
+       result=_on(set(_CREATE_ARGS), _default_not_inherited))
 
 
 # -- protocol framing -----------------------------------------------------------
@@ -365,9 +367,9 @@ def _long_timeouts(srv: Any, req: Request, result: Any) -> Any:
 
 mutant("cache-none-caches", "coherency",
        "cache=none still grants one-hour entry and attr timeouts",
-       "FUSE-CACHE-001", result=_on({c.FUSE_LOOKUP, c.FUSE_GETATTR, c.FUSE_MKNOD, c.FUSE_MKDIR,
-                                    c.FUSE_CREATE, c.FUSE_SYMLINK, c.FUSE_LINK, c.FUSE_SETATTR},
-                                   _long_timeouts))
+       "FUSE-CACHE-001", runs_with="cache=none",
+       result=_on({c.FUSE_LOOKUP, c.FUSE_GETATTR, c.FUSE_MKNOD, c.FUSE_MKDIR, c.FUSE_CREATE,
+                   c.FUSE_SYMLINK, c.FUSE_LINK, c.FUSE_SETATTR}, _long_timeouts))
 
 
 @dataclass
