@@ -6,13 +6,16 @@ import fcntl
 import os
 import signal
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from conformance.posix.oracle import Twin
 from conformance.posix.users import Child
 from conformance.rules import rule
 
 AREA = "posix"
+T = TypeVar("T")
 #: How long a waiter must stay blocked before the holder lets go (or a signal comes)
 WAIT = 0.3
 ANSWER = 10.0
@@ -38,6 +41,21 @@ def _file(root: Path) -> int:
     return os.open(root / "f", os.O_RDWR)
 
 
+def _answer(call: Callable[[], T]) -> T:
+    """What ``call`` gives in another process."""
+    with Child(call) as child:
+        return child.result(ANSWER)  # type: ignore[no-any-return]
+
+
+def _waits_for(release: Callable[[], None], waiter: Callable[[], T]) -> tuple[bool, T]:
+    """Whether ``waiter``, in another process, was still waiting after WAIT seconds; then
+    ``release()`` and what the waiter gives."""
+    with Child(waiter) as child:
+        waited = not child.ready(WAIT)
+        release()
+        return waited, child.result(ANSWER)
+
+
 @rule("POSIX-LOCK-001", "A write lock held by one process makes another's conflicting F_SETLK "
       "fail with EAGAIN and F_GETLK report the holder", source="POSIX.1-2017 fcntl(): F_SETLK",
       area=AREA)
@@ -56,8 +74,7 @@ def test_posix_locks(twin: Twin) -> None:
                     code = "EAGAIN" if exc.errno in (11, 13) else f"errno {exc.errno}"
                 return code, _holder(child) == os.getppid()
 
-            with Child(other) as child:
-                return child.result(ANSWER)  # type: ignore[no-any-return]
+            return _answer(other)
         finally:
             os.close(fd)
 
@@ -76,10 +93,7 @@ def test_setlkw_waits(twin: Twin) -> None:
                 fcntl.lockf(os.open(root / "f", os.O_RDWR), fcntl.LOCK_EX)
                 return "acquired"
 
-            with Child(waiter) as child:
-                waited = not child.ready(WAIT)
-                fcntl.lockf(fd, fcntl.LOCK_UN)
-                return waited, child.result(ANSWER)
+            return _waits_for(lambda: fcntl.lockf(fd, fcntl.LOCK_UN), waiter)
         finally:
             os.close(fd)
 
@@ -107,8 +121,7 @@ def test_setlkw_interrupted(twin: Twin) -> None:
                     signal.setitimer(signal.ITIMER_REAL, 0)
                 return outcome, _holder(child) == os.getppid()
 
-            with Child(waiter) as child:
-                return child.result(ANSWER)  # type: ignore[no-any-return]
+            return _answer(waiter)
         finally:
             os.close(fd)
 
@@ -133,10 +146,7 @@ def test_flock(twin: Twin) -> None:
                 fcntl.flock(other, fcntl.LOCK_EX)
                 return first, "acquired"
 
-            with Child(waiter) as child:
-                waited = not child.ready(WAIT)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                return waited, child.result(ANSWER)
+            return _waits_for(lambda: fcntl.flock(fd, fcntl.LOCK_UN), waiter)
         finally:
             os.close(fd)
 
@@ -154,12 +164,9 @@ def test_close_releases(twin: Twin) -> None:
             def probe() -> int:
                 return _holder(os.open(root / "f", os.O_RDONLY)) == os.getppid()
 
-            with Child(probe) as child:
-                before = child.result(ANSWER)
+            before = _answer(probe)
             os.close(os.open(root / "f", os.O_RDONLY))  # another descriptor, closed
-            with Child(probe) as child:
-                after = child.result(ANSWER)
-            return before, after
+            return before, _answer(probe)
         finally:
             os.close(fd)
 

@@ -8,7 +8,7 @@ replies must say what the mode says.
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
 
 import pytest
 
@@ -34,24 +34,35 @@ def declared_cache(spec: TargetSpec) -> str | None:
     return str(mode) if mode else DEFAULT_CACHE.get(spec.name)
 
 
-def _looked_up(ready: KernelConnection) -> tuple[Any, Any]:
-    """A listed entry and its LOOKUP reply body."""
+@dataclass(frozen=True)
+class Promise:
+    """What a target's replies let the kernel cache: seconds of a LOOKUP's entry and attributes,
+    of a GETATTR's attributes, and the open_flags of an OPEN (None: no regular file listed)."""
+
+    entry: float
+    attr: float
+    getattr: float
+    open_flags: int | None
+
+
+def promised(ready: KernelConnection) -> Promise:
+    """LOOKUP a listed entry, GETATTR it, and OPEN it if it is a regular file."""
     entry = some_entry(ready)
     assert entry is not None, "the root lists nothing to look up"
     lookup = ready.call(c.FUSE_LOOKUP, FuseName(name=entry.name))
     assert lookup.ok and lookup.body is not None, f"LOOKUP answered {errno_name(lookup.error)}"
-    return entry, lookup.body
-
-
-def _open_flags(ready: KernelConnection, nodeid: int) -> int:
-    opened = ready.call(c.FUSE_OPEN, FuseOpenIn(flags=os.O_RDONLY), nodeid=nodeid)
-    assert opened.ok and opened.body is not None, f"OPEN answered {errno_name(opened.error)}"
-    ready.call(c.FUSE_RELEASE, FuseReleaseIn(fh=int(opened.body.fh)), nodeid=nodeid)
-    return int(opened.body.open_flags)
-
-
-def _seconds(whole: int, nsec: int) -> float:
-    return whole + nsec / 1e9
+    body, nodeid = lookup.body, int(lookup.body.nodeid)
+    attr = ready.call(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=nodeid)
+    assert attr.ok and attr.body is not None, f"GETATTR answered {errno_name(attr.error)}"
+    flags = None
+    if entry.type == 8:  # a regular file
+        opened = ready.call(c.FUSE_OPEN, FuseOpenIn(flags=os.O_RDONLY), nodeid=nodeid)
+        assert opened.ok and opened.body is not None, f"OPEN answered {errno_name(opened.error)}"
+        ready.call(c.FUSE_RELEASE, FuseReleaseIn(fh=int(opened.body.fh)), nodeid=nodeid)
+        flags = int(opened.body.open_flags)
+    return Promise(entry=body.entry_valid + body.entry_valid_nsec / 1e9,
+                   attr=body.attr_valid + body.attr_valid_nsec / 1e9,
+                   getattr=attr.body.attr_valid + attr.body.attr_valid_nsec / 1e9, open_flags=flags)
 
 
 @rule("FUSE-CACHE-001",
@@ -60,23 +71,11 @@ def _seconds(whole: int, nsec: int) -> float:
 def test_cache_none_contract(ready: KernelConnection, target_spec: TargetSpec) -> None:
     if declared_cache(target_spec) != "none":
         pytest.skip("not applicable: the target declares no cache=none mode")
-    entry = some_entry(ready)
-    assert entry is not None, "the root lists nothing to look up"
-    lookup = ready.call(c.FUSE_LOOKUP, FuseName(name=entry.name))
-    assert lookup.ok and lookup.body is not None, f"LOOKUP answered {errno_name(lookup.error)}"
-    body = lookup.body
-    assert (body.entry_valid, body.entry_valid_nsec, body.attr_valid, body.attr_valid_nsec) == (
-        0, 0, 0, 0), f"LOOKUP grants entry {body.entry_valid} s, attr {body.attr_valid} s"
-    attr = ready.call(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=int(body.nodeid))
-    assert attr.ok and attr.body is not None and (attr.body.attr_valid, attr.body.attr_valid_nsec) == (
-        0, 0), f"GETATTR grants {attr.body.attr_valid if attr.body else '?'} s"
-    if entry.type == 8:  # a regular file
-        opened = ready.call(c.FUSE_OPEN, FuseOpenIn(flags=os.O_RDONLY), nodeid=int(body.nodeid))
-        assert opened.ok and opened.body is not None
-        assert int(opened.body.open_flags) & c.FOPEN_DIRECT_IO, "OPEN without FOPEN_DIRECT_IO"
-        ready.call(c.FUSE_RELEASE, FuseReleaseIn(fh=int(opened.body.fh)), nodeid=int(body.nodeid))
-
-
+    got = promised(ready)
+    assert (got.entry, got.attr) == (0, 0), f"LOOKUP grants entry {got.entry:g} s, attr {got.attr:g} s"
+    assert got.getattr == 0, f"GETATTR grants {got.getattr:g} s"
+    if got.open_flags is not None:
+        assert got.open_flags & c.FOPEN_DIRECT_IO, "OPEN without FOPEN_DIRECT_IO"
 @rule("FUSE-CACHE-002", "FUSE_WRITEBACK_CACHE is negotiated exactly when the target declares "
       "writeback", source=f"{SEED}: writeback", area="coherency", feature="CACHE")
 def test_writeback_negotiated(ready: KernelConnection, target_spec: TargetSpec) -> None:
@@ -97,14 +96,13 @@ def test_writeback_negotiated(ready: KernelConnection, target_spec: TargetSpec) 
 def test_cache_auto_contract(ready: KernelConnection, target_spec: TargetSpec) -> None:
     if declared_cache(target_spec) != "auto":
         pytest.skip("not applicable: the target declares no cache=auto mode")
-    entry, body = _looked_up(ready)
-    for what, granted in (("entry", _seconds(body.entry_valid, body.entry_valid_nsec)),
-                          ("attr", _seconds(body.attr_valid, body.attr_valid_nsec))):
-        assert 0 < granted <= 2, f"LOOKUP grants {what} {granted:g} s, not about a second"
-    if entry.type == 8:
-        flags = _open_flags(ready, int(body.nodeid))
-        assert not flags & (c.FOPEN_DIRECT_IO | c.FOPEN_KEEP_CACHE), (
-            f"OPEN answers open_flags {flags:#x}: cache=auto neither bypasses nor keeps the cache")
+    got = promised(ready)
+    for what, granted in (("LOOKUP entry", got.entry), ("LOOKUP attr", got.attr), ("GETATTR", got.getattr)):
+        assert 0 < granted <= 2, f"{what} grants {granted:g} s, not about a second"
+    if got.open_flags is not None:
+        assert not got.open_flags & (c.FOPEN_DIRECT_IO | c.FOPEN_KEEP_CACHE), (
+            f"OPEN answers open_flags {got.open_flags:#x}: cache=auto neither bypasses nor keeps "
+            "the cache")
 
 
 @rule("FUSE-CACHE-004",
@@ -114,11 +112,9 @@ def test_cache_auto_contract(ready: KernelConnection, target_spec: TargetSpec) -
 def test_cache_always_contract(ready: KernelConnection, target_spec: TargetSpec) -> None:
     if declared_cache(target_spec) != "always":
         pytest.skip("not applicable: the target declares no cache=always mode")
-    entry, body = _looked_up(ready)
-    for what, granted in (("entry", _seconds(body.entry_valid, body.entry_valid_nsec)),
-                          ("attr", _seconds(body.attr_valid, body.attr_valid_nsec))):
-        assert granted > 60, f"LOOKUP grants {what} {granted:g} s: cache=always caches long"
-    if entry.type == 8:
-        flags = _open_flags(ready, int(body.nodeid))
-        assert flags & c.FOPEN_KEEP_CACHE and not flags & c.FOPEN_DIRECT_IO, (
-            f"OPEN answers open_flags {flags:#x}: cache=always keeps the page cache")
+    got = promised(ready)
+    for what, granted in (("LOOKUP entry", got.entry), ("LOOKUP attr", got.attr), ("GETATTR", got.getattr)):
+        assert granted > 60, f"{what} grants {granted:g} s: cache=always caches long"
+    if got.open_flags is not None:
+        assert got.open_flags & c.FOPEN_KEEP_CACHE and not got.open_flags & c.FOPEN_DIRECT_IO, (
+            f"OPEN answers open_flags {got.open_flags:#x}: cache=always keeps the page cache")
