@@ -37,6 +37,7 @@ from protocol.layers import (
     FuseMkdirIn,
     FuseMknodIn,
     FuseName,
+    FuseOpenOut,
     FuseRename2In,
     FuseSetattrIn,
     FuseSetxattrIn,
@@ -370,6 +371,35 @@ mutant("cache-none-caches", "coherency",
        "FUSE-CACHE-001", runs_with="cache=none",
        result=_on({c.FUSE_LOOKUP, c.FUSE_GETATTR, c.FUSE_MKNOD, c.FUSE_MKDIR, c.FUSE_CREATE,
                    c.FUSE_SYMLINK, c.FUSE_LINK, c.FUSE_SETATTR}, _long_timeouts))
+
+
+def _keep_cache(srv: Any, req: Request, result: Any) -> Any:
+    parts = result if isinstance(result, tuple) else (result,)
+    for part in parts:
+        if isinstance(part, FuseOpenOut):
+            part.open_flags = int(part.open_flags) | c.FOPEN_KEEP_CACHE
+    return result
+
+
+mutant("auto-keeps-cache", "coherency",
+       "cache=auto keeps the page cache across opens (FOPEN_KEEP_CACHE): no close-to-open",
+       "FUSE-CACHE-003", runs_with="cache=auto",
+       result=_on({c.FUSE_OPEN, c.FUSE_CREATE}, _keep_cache))
+
+
+def _short_timeouts(srv: Any, req: Request, result: Any) -> Any:
+    parts = result if isinstance(result, tuple) else (result,)
+    for part in parts:
+        if isinstance(part, FuseEntryOut):
+            part.entry_valid = part.attr_valid = 1
+        elif isinstance(part, FuseAttrOut):
+            part.attr_valid = 1
+    return result
+
+
+mutant("always-expires", "coherency", "cache=always grants one-second timeouts",
+       "FUSE-CACHE-004", runs_with="cache=always",
+       result=_on({c.FUSE_LOOKUP, c.FUSE_GETATTR}, _short_timeouts))
 
 
 @dataclass
