@@ -31,6 +31,12 @@ def coarse_now() -> int:
     return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
 
 
+def wait_past(mark: int) -> None:
+    """Until the coarse clock is past ``mark``: any time set from now on is later than it."""
+    while coarse_now() <= mark:
+        time.sleep(0.0002)
+
+
 def lstats(*names: str) -> Look:
     """lstat of each name that exists (``"."`` is the twin's directory itself)."""
     def look(root: Path) -> dict[str, os.stat_result]:
@@ -58,8 +64,7 @@ def moved(twin: Twin, call: Callable[[Path], Any], what: str, look: Look) -> tup
     mark = max((max(st.st_mtime_ns, st.st_ctime_ns) for side in before for st in side.values()),
                default=0)
     mark = max(mark, coarse_now())
-    while coarse_now() <= mark:  # whatever time the call sets is later than every time seen
-        time.sleep(0.0005)
+    wait_past(mark)  # whatever time the call sets is later than every time seen
     twin.kick()
     outcome = twin.same(call, what)
     after = look(twin.target), look(twin.reference)

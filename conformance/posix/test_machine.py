@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from conformance.posix.oracle import Outcome, Twin, attempt, stat_view
+from conformance.posix.stamps import coarse_now, wait_past
 from conformance.profiles import run_stateful
 from conformance.rules import rule as conformance_rule
 
@@ -52,8 +52,7 @@ class TwinMachine(RuleBasedStateMachine):
         """Run ``call(root)`` on both trees; compare; remember the line for the script."""
         self.script.append(line)
         self.twin.kick()
-        while coarse_now() <= self.mark:  # any time this step sets is later than those seen
-            time.sleep(0.0002)
+        wait_past(self.mark)  # any time this step sets is later than those seen
         got, want = self.twin.run(call)  # type: ignore[arg-type]
         assert got == want, self.report(f"{line}: the target gave {got}, tmpfs gives {want}")
         return got
@@ -133,12 +132,6 @@ class TwinMachine(RuleBasedStateMachine):
 
 
 Stamps = dict[str, tuple[int, int]]
-CLOCK_REALTIME_COARSE = getattr(time, "CLOCK_REALTIME_COARSE", 5)  # Python 3.13 names it
-
-
-def coarse_now() -> int:
-    """The clock tmpfs stamps times with (the kernel's coarse real time)."""
-    return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
 
 
 def _snapshot_of(walked: Outcome) -> Outcome:
