@@ -554,43 +554,35 @@ def _opendir(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
     return srv.open_out(srv.fs.opendir(req.nodeid, cred), directory=True)
 
 
-@handles(c.FUSE_READDIR)
+@handles(c.FUSE_READDIR, c.FUSE_READDIRPLUS)
 def _readdir(srv: ReferenceServer, req: Request, cred: Cred) -> Packet | None:
+    """The entries from the offset on, as many as the kernel's buffer takes. READDIRPLUS looks
+    each up too: a record with a nodeid counts one kernel reference; ``.``, ``..`` and names the
+    caller may not look up go with nodeid 0 (no attributes)."""
     arg = req.packet[FuseReadIn]
+    plus = req.opcode == c.FUSE_READDIRPLUS
     room = int(arg.size)
-    dirents: list[Packet] = []
-    for name, ino, kind, next_offset in srv.fs.readdir(int(arg.fh), int(arg.offset)):
-        length = (c.FUSE_NAME_OFFSET + len(name) + 7) & ~7
-        if length > room:
-            break
-        room -= length
-        dirents.append(FuseDirent(ino=ino, off=next_offset, type=kind, name=name))
-    return FuseDirentList(dirents=dirents) if dirents else None
-
-
-@handles(c.FUSE_READDIRPLUS)
-def _readdirplus(srv: ReferenceServer, req: Request, cred: Cred) -> Packet | None:
-    """READDIR with each entry's lookup: every record with a nodeid counts one kernel reference,
-    even one the kernel's buffer cannot take; ``.``, ``..`` and names the caller may not look
-    up go with nodeid 0 (no attributes)."""
-    arg = req.packet[FuseReadIn]
-    room = int(arg.size)
-    directory = srv.fs.directory_of(int(arg.fh))
+    directory = srv.fs.directory_of(int(arg.fh)) if plus else 0
     records: list[Packet] = []
     for name, ino, kind, next_offset in srv.fs.readdir(int(arg.fh), int(arg.offset)):
-        length = fixed_size(FuseEntryOut) + ((c.FUSE_NAME_OFFSET + len(name) + 7) & ~7)
+        dirent = FuseDirent(ino=ino, off=next_offset, type=kind, name=name)
+        length = ((c.FUSE_NAME_OFFSET + len(name) + 7) & ~7) + (fixed_size(FuseEntryOut) if plus else 0)
         if length > room:
             break
         room -= length
+        if not plus:
+            records.append(dirent)
+            continue
         entry = FuseEntryOut()
         if name not in (b".", b".."):
             try:
                 entry = srv.entry(srv.fs.lookup(directory, name, cred))
             except FsError:
                 pass
-        records.append(FuseDirentplus(entry_out=entry,
-                                      dirent=FuseDirent(ino=ino, off=next_offset, type=kind, name=name)))
-    return FuseDirentplusList(dirents=records) if records else None
+        records.append(FuseDirentplus(entry_out=entry, dirent=dirent))
+    if not records:
+        return None
+    return FuseDirentplusList(dirents=records) if plus else FuseDirentList(dirents=records)
 
 
 @handles(c.FUSE_STATX)
