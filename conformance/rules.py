@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import allure
 import pytest
 
+from protocol.constants import OPCODE_NAMES
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -24,18 +26,24 @@ class Rule:
     source: str
     area: str
     feature: str
+    opcodes: tuple[str, ...] = ()  # the FUSE opcodes (FUSE_LOOKUP...) whose handling it checks
 
 
 RULES: dict[str, Rule] = {}
+OPCODES = frozenset(OPCODE_NAMES.values())
 
 
 def rule(rule_id: str, statement: str, *, source: str, area: str = "protocol",
-         feature: str | None = None) -> Callable[[F], F]:
-    """Declare the test below as the check of one rule."""
+         feature: str | None = None, opcodes: tuple[str, ...] | None = None) -> Callable[[F], F]:
+    """Declare the test below as the check of one rule; ``opcodes`` default to the one its id
+    names (FUSE-LOOKUP-001: FUSE_LOOKUP), if any."""
     if rule_id in RULES:
         raise ValueError(f"rule id {rule_id} declared twice")
     topic = feature or rule_id.split("-")[1]
-    RULES[rule_id] = Rule(rule_id, statement, source, area, topic)
+    if opcodes is None:
+        named = f"FUSE_{rule_id.split('-')[1]}"
+        opcodes = (named,) if named in OPCODES else ()
+    RULES[rule_id] = Rule(rule_id, statement, source, area, topic, tuple(opcodes))
 
     def decorate(test: F) -> F:
         marked = pytest.mark.rule(rule_id)(test)

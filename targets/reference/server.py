@@ -72,6 +72,7 @@ from protocol.layers import (
     FuseWriteOut,
 )
 from protocol.layers.base import fixed_size
+from protocol.layers.messages import NO_REPLY
 from protocol.server import DaemonSession
 from protocol.session import KernelSession
 from targets.reference.fs import Cred, Filesystem, FsError, Inode, LockWouldBlock
@@ -212,6 +213,8 @@ class ReferenceServer:
         if self.session.negotiated is None:
             return self.session.error(request, errno.EIO)
         handler = HANDLERS.get(op)
+        if handler is None and op in NO_REPLY:
+            return None  # e.g. a NOTIFY_REPLY to a RETRIEVE never sent: nothing is due
         if handler is None:
             return self.mutant.reply(self, request, self.session.error(request, errno.ENOSYS))
         if any(f.code in MALFORMED for f in request.findings):

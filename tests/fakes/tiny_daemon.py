@@ -90,7 +90,7 @@ class TinyDaemon:
             raise SystemExit(3)
         if op == c.FUSE_FORGET:
             return self.ok(unique) if self.bug == "reply-forget" else None
-        if op == c.FUSE_BATCH_FORGET:
+        if op in (c.FUSE_BATCH_FORGET, c.FUSE_NOTIFY_REPLY):
             return None
         if op == c.FUSE_INIT:
             return self.init(request, unique)

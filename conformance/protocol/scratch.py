@@ -1,0 +1,137 @@
+"""A scratch directory on the server, made by MKDIR, and the small request sequences the
+per-opcode rules share (a file made and opened, data written, an attribute read back).
+
+Every helper asserts on what it needs to succeed and explains the failure; a server
+whose tree is read-only makes the rules that need a scratch directory "not applicable".
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+from dataclasses import dataclass
+
+import pytest
+from scapy.packet import Packet, Raw
+
+from conformance.checks import assert_well_formed, errno_name
+from protocol import constants as c
+from protocol.events import Reply
+from protocol.layers.structs import (
+    FuseCreateIn,
+    FuseGetattrIn,
+    FuseMkdirIn,
+    FuseMknodIn,
+    FuseOpenIn,
+    FuseOpenOut,
+    FuseReadIn,
+    FuseReleaseIn,
+    FuseWriteIn,
+)
+from protocol.layers.variable import FuseName
+from targets.connection import KernelConnection
+
+#: errors that say "this tree is not writable", not "this server is wrong"
+READ_ONLY = {errno.EROFS, errno.ENOSYS, errno.EACCES, errno.EPERM, errno.EOPNOTSUPP}
+#: errors a server may give for an operation it does not offer (kernel: ENOSYS is remembered)
+UNSUPPORTED = {errno.ENOSYS, errno.EOPNOTSUPP}
+_serial = itertools.count()
+
+
+def not_offered(reply: Reply, what: str) -> None:
+    """Skip as not applicable when ``reply`` says the server does not offer ``what``."""
+    if -reply.error in UNSUPPORTED:
+        pytest.skip(f"not applicable: the server does not offer {what} ({errno_name(reply.error)})")
+
+
+@dataclass
+class File:
+    """A regular file made in the scratch directory, open read-write as ``fh``."""
+
+    name: bytes
+    nodeid: int
+    fh: int
+    entry: Packet  # the fuse_entry_out that made it
+
+
+class Workdir:
+    """A fresh directory under the root (``nodeid``), for one rule's requests."""
+
+    def __init__(self, conn: KernelConnection) -> None:
+        self.conn = conn
+        name = f"fusecheck-{os.getpid()}-{next(_serial)}".encode()
+        reply = conn.call(c.FUSE_MKDIR, FuseMkdirIn(mode=0o755), FuseName(name=name),
+                          nodeid=c.FUSE_ROOT_ID)
+        if -reply.error in READ_ONLY:
+            pytest.skip("not applicable: the server's tree is not writable (MKDIR of a scratch "
+                        f"directory answered {errno_name(reply.error)})")
+        assert reply.ok and reply.body is not None, f"MKDIR answered {errno_name(reply.error)}"
+        assert_well_formed(reply)
+        self.name = name
+        self.nodeid = int(reply.body.nodeid)
+
+    def call(self, opcode: int, *layers: Packet, nodeid: int | None = None) -> Reply:
+        return self.conn.call(opcode, *layers, nodeid=self.nodeid if nodeid is None else nodeid)
+
+    def lookup(self, name: bytes, parent: int | None = None) -> Reply:
+        return self.call(c.FUSE_LOOKUP, FuseName(name=name), nodeid=parent)
+
+    def mkdir(self, name: bytes, mode: int = 0o755, parent: int | None = None) -> Reply:
+        return self.call(c.FUSE_MKDIR, FuseMkdirIn(mode=mode), FuseName(name=name), nodeid=parent)
+
+    def create(self, name: bytes, mode: int = 0o644, flags: int = os.O_RDWR) -> Reply:
+        return self.call(c.FUSE_CREATE, FuseCreateIn(flags=flags | os.O_CREAT, mode=mode),
+                         FuseName(name=name))
+
+    def file(self, name: bytes, data: bytes = b"", mode: int = 0o644) -> File:
+        """A regular file holding ``data``, open read-write: CREATE, or MKNOD and OPEN where
+        the server does not offer CREATE (the kernel falls back the same way)."""
+        made = self.create(name, mode)
+        if -made.error == errno.ENOSYS:
+            made = self.call(c.FUSE_MKNOD, FuseMknodIn(mode=0o100000 | mode), FuseName(name=name))
+            assert made.ok and made.body is not None, f"MKNOD answered {errno_name(made.error)}"
+            nodeid = int(made.body.nodeid)
+            opened = self.conn.call(c.FUSE_OPEN, FuseOpenIn(flags=os.O_RDWR), nodeid=nodeid)
+            assert opened.ok and opened.body is not None, f"OPEN answered {errno_name(opened.error)}"
+            entry, fh = made.body, int(opened.body.fh)
+        else:
+            assert made.ok and made.body is not None, f"CREATE answered {errno_name(made.error)}"
+            assert_well_formed(made)
+            entry = made.body
+            fh = int(open_out(made).fh)
+            nodeid = int(entry.nodeid)
+        created = File(name, nodeid, fh, entry)
+        if data:
+            wrote = self.write(created, 0, data)
+            assert wrote.ok and wrote.body is not None and int(wrote.body.size) == len(data), (
+                f"WRITE of {len(data)} bytes answered {errno_name(wrote.error)}")
+        return created
+
+    def write(self, file: File, offset: int, data: bytes) -> Reply:
+        return self.conn.call(c.FUSE_WRITE, FuseWriteIn(fh=file.fh, offset=offset, size=len(data)),
+                              Raw(data), nodeid=file.nodeid)
+
+    def read(self, file: File, offset: int, size: int) -> bytes:
+        reply = self.conn.call(c.FUSE_READ, FuseReadIn(fh=file.fh, offset=offset, size=size),
+                               nodeid=file.nodeid)
+        assert reply.ok, f"READ at {offset} answered {errno_name(reply.error)}"
+        assert_well_formed(reply)
+        return reply.raw[16:]
+
+    def release(self, file: File) -> Reply:
+        return self.conn.call(c.FUSE_RELEASE, FuseReleaseIn(fh=file.fh, flags=os.O_RDWR),
+                              nodeid=file.nodeid)
+
+    def getattr(self, nodeid: int) -> Packet:
+        """The fuse_attr GETATTR answers for ``nodeid`` (it must succeed)."""
+        reply = self.conn.call(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=nodeid)
+        assert reply.ok and reply.body is not None, f"GETATTR answered {errno_name(reply.error)}"
+        assert_well_formed(reply)
+        return reply.body.attr
+
+
+def open_out(reply: Reply) -> Packet:
+    """The fuse_open_out of a CREATE or TMPFILE reply (after its fuse_entry_out)."""
+    assert FuseOpenOut in reply.packet, f"{reply.opcode_name} reply has no fuse_open_out"
+    return reply.packet[FuseOpenOut]
