@@ -45,11 +45,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _private_mounts() -> None:
     """Every mount the run makes lives in this process's own mount namespace (slave of the
-    host's), so it dies with the process however the process dies."""
+    host's), so it dies with the process however the process dies; a run that cannot keep
+    its mounts from the host stops before it makes one, with a line saying why."""
     if os.geteuid() == 0:
-        from targets.fusedev import enter_private_mount_namespace
+        from targets import fusedev
 
-        enter_private_mount_namespace()
+        try:
+            fusedev.enter_private_mount_namespace()
+        except fusedev.NamespaceError as exc:
+            raise pytest.UsageError(f"{exc.message}; {exc.hint}") from None
 
 
 def _interrupt_on_sigterm() -> None:

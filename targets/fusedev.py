@@ -174,8 +174,7 @@ def _in_private_child(action: Callable[[Path], bytes]) -> bytes:
         status = 1
         try:
             os.close(read_end)
-            _check(_LIBC.unshare(CLONE_NEWNS), "unshare")
-            sys_mount(None, "/", None, MS_REC | MS_PRIVATE)
+            new_mount_namespace(MS_PRIVATE)
             sys_mount("fusectl", FUSECTL, "fusectl")
             os.write(write_end, action(FUSECTL))
             status = 0
@@ -319,12 +318,72 @@ def fuse_mount(mountpoint: str | os.PathLike[str], *, rootmode: int = 0o40000, u
 
 # --- the private mount namespace ------------------------------------------
 
+class NamespaceError(TargetError):
+    """The run's mounts cannot be kept out of the host's mount namespace."""
+
+    default_hint = ("make the chroot's / a mount point before entering it (mount --bind DIR DIR), "
+                    "or run the suite outside the chroot")
+
+
 _private = False
+_DIR_FD = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def in_private_mount_namespace() -> bool:
     """Whether ``enter_private_mount_namespace`` succeeded in this process."""
     return _private
+
+
+def _inode(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _set_propagation(flags: int) -> None:
+    """mount(2) ``flags`` (``MS_REC | MS_SLAVE``...) on /, also in a chroot whose / is no mount point.
+
+    Only a mount point takes a propagation type.  There the calling thread climbs
+    to the namespace's root, which always is one, sets it and chroots back (root
+    and cwd as before).  Bind-mounting / onto itself instead would put that
+    mount in the host's namespace too when the chroot lies on a shared mount.
+    """
+    try:
+        sys_mount(None, "/", None, flags)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EINVAL or mount_at("/") is not None:
+            raise
+    root, cwd = os.open("/", _DIR_FD), os.open(".", _DIR_FD)
+    try:
+        os.fchdir(root)
+        try:
+            below = next((e.path for e in os.scandir("/") if e.is_dir(follow_symlinks=False)), "")
+            os.chroot(below)  # the cwd is now above the root: ".." climbs past it
+        except OSError as exc:
+            raise NamespaceError(f"/ is not a mount point (a chroot?) and the namespace's root "
+                                 f"above it is out of reach: {exc}") from exc
+        try:
+            while _inode(".") != _inode(".."):
+                os.chdir("..")
+            os.chroot(".")
+            sys_mount(None, "/", None, flags)
+        finally:
+            os.fchdir(root)
+            os.chroot(".")
+    finally:
+        os.fchdir(cwd)
+        os.close(root)
+        os.close(cwd)
+
+
+def new_mount_namespace(propagation: int) -> None:
+    """Move the calling thread into a new mount namespace where every mount is ``propagation``.
+
+    MS_SLAVE: the host's mounts and unmounts still come in; MS_PRIVATE:
+    nothing crosses.  Either way nothing mounted here reaches the host.
+    """
+    _check(_LIBC.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _set_propagation(MS_REC | propagation)
 
 
 def enter_private_mount_namespace() -> bool:
@@ -333,6 +392,7 @@ def enter_private_mount_namespace() -> bool:
     Call it from the thread that runs the tests, before it starts daemons: it
     moves that thread and what it starts later, not threads already running.
     fusectl is mounted inside when missing, so connections can be aborted.
+    NamespaceError when unshared but unable to keep its mounts from the host.
     """
     global _private
     if _LIBC.unshare(CLONE_NEWNS) != 0:
@@ -340,7 +400,11 @@ def enter_private_mount_namespace() -> bool:
         if err in (errno.EPERM, errno.EACCES, errno.EINVAL, errno.ENOSYS):
             return False
         raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
-    sys_mount(None, "/", None, MS_REC | MS_SLAVE)
+    try:
+        _set_propagation(MS_REC | MS_SLAVE)
+    except OSError as exc:
+        raise NamespaceError(f"cannot make the host's mounts slaves of the run's own mount "
+                             f"namespace: {exc}") from exc
     _private = True
     if not fusectl_mounted() and FUSECTL.is_dir():
         with contextlib.suppress(OSError):

@@ -8,6 +8,7 @@ import pkgutil
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import conformance.acl
@@ -20,13 +21,15 @@ TINY_DAEMON = ROOT / "tests" / "fakes" / "tiny_daemon.py"
 RULE_LINE = re.compile(r"^(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\s+([A-Z]+-[A-Z]+-\d{3})", re.M)
 
 
-def run_conformance(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    """``pytest conformance --target=TARGET EXTRA...`` in a child process."""
+def run_conformance(target: str, *extra: str, prefix: Sequence[str] = ()
+                    ) -> subprocess.CompletedProcess[str]:
+    """``pytest conformance --target=TARGET EXTRA...`` in a child process; ``prefix`` is a
+    command that runs it (a chroot), as in ``PREFIX... python -m pytest ...``."""
     # a quick profile: these runs check the rules' plumbing against real daemons; the
     # default profile (200 machine examples) is what a user's run gets
     env = {"HYPOTHESIS_PROFILE": "smoke", **os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider", "-q",
+        [*prefix, sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider", "-q",
          f"--target={target}", *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 
