@@ -22,3 +22,10 @@ def assert_error(reply: Reply, expected: int, why: str) -> None:
     assert reply.error == -expected, (
         f"{reply.opcode_name} answered {errno_name(reply.error)} ({reply.error}); "
         f"expected {errno_name(-expected)} (-{expected}): {why}")
+
+
+def assert_absent(reply: Reply, why: str) -> None:
+    """LOOKUP says the name does not exist: ENOENT, or a negative entry (nodeid 0)."""
+    if reply.ok and reply.body is not None and int(reply.body.nodeid) == 0:
+        return  # linux fs/fuse/dir.c fuse_lookup_name: nodeid 0 is a negative dentry
+    assert_error(reply, 2, why)
