@@ -8,13 +8,20 @@ SEQPACKET socketpair to one libfuse daemon, three ways in turn:
 (b) full scapy: ``FuseInHeader()/FuseGetattrIn()`` built, the reply dissected;
 (c) a C client compiled now against the system ``linux/fuse.h``, handed the socket.
 
-The goal is (a)/(c) >= 0.9.  It lives in ``targets/`` because it does I/O; the
-whole run is bounded by an alarm, so a stuck daemon cannot hang it.
+The goal is (a)/(c) >= 0.9.  Then (root and /dev/fuse needed) the reference
+server and libfuse's passthrough_ll are each mounted with caching off
+(``ref:cache=none``, ``cache=never``) and run one syscall workload (stat, open,
+pread, pwrite, fstat, close, listdir, statvfs); a preloaded shim counts the
+requests each daemon reads from /dev/fuse, so the rates are requests served per
+second.  The goal is ref within 3x of passthrough_ll.  It lives in ``targets/``
+because it does I/O; the whole run is bounded by an alarm, so a stuck daemon
+cannot hang it, and the mounts are torn down however it ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -24,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from protocol import constants as c
@@ -35,6 +42,7 @@ from targets.channel import SeqpacketChannel
 from targets.connection import KernelConnection
 from targets.errors import TargetError
 from targets.exec import ExecTarget
+from targets.mounts import MountTarget
 
 GOAL = 0.9
 BATCH = 256  # round trips between two looks at the clock
@@ -264,6 +272,150 @@ def measure(target: str, seconds: float, rounds: int) -> dict[str, float]:
     return {label[:3]: statistics.median(seen) for label, seen in rates.items()}
 
 
+COUNTER_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+static unsigned long long *counter;
+static int fuse_fd = -1;
+static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real_splice)(int, loff_t *, int, loff_t *, size_t, unsigned int);
+
+__attribute__((constructor)) static void setup(void) {
+    real_read = dlsym(RTLD_NEXT, "read");
+    real_splice = dlsym(RTLD_NEXT, "splice");
+    const char *path = getenv("FUSECHECK_BENCH_COUNTER");
+    int fd = path ? open(path, O_RDWR) : -1;
+    if (fd >= 0) {
+        void *map = mmap(NULL, 8, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        counter = map == MAP_FAILED ? NULL : map;
+        close(fd);
+    }
+}
+
+static void count(int fd, ssize_t n) {
+    struct stat st;
+    if (n <= 0 || !counter)
+        return;
+    if (fd != fuse_fd) {
+        if (fstat(fd, &st) || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(10, 229))
+            return;
+        fuse_fd = fd;
+    }
+    __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+
+ssize_t read(int fd, void *buf, size_t size) {
+    ssize_t n = real_read(fd, buf, size);
+    count(fd, n);
+    return n;
+}
+
+ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t len, unsigned int flags) {
+    ssize_t n = real_splice(in, in_off, out, out_off, len, flags);
+    count(in, n);
+    return n;
+}
+"""
+MOUNT_GOAL = 3.0  # ref may take up to this many times passthrough_ll's time per request
+BLOCK = 4096
+
+
+def build_shim(workdir: Path) -> Path:
+    """Compile the request-counting shim (LD_PRELOAD): every read or splice from /dev/fuse."""
+    source, library = workdir / "count_requests.c", workdir / "count_requests.so"
+    source.write_text(COUNTER_SHIM)
+    cmd = ["gcc", "-O2", "-shared", "-fPIC", "-o", str(library), str(source), "-ldl"]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"compiling the counting shim failed:\n{result.stderr}")
+    return library
+
+
+def workload(root: Path, seconds: float) -> int:
+    """Syscalls that each reach the daemon with caching off, until ``seconds`` pass; rounds done."""
+    path, block = root / "bench.dat", b"x" * BLOCK
+    path.write_bytes(block)
+    rounds, clock = 0, time.perf_counter
+    deadline = clock() + seconds
+    while clock() < deadline:
+        os.stat(path)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.pread(fd, BLOCK, 0)
+            os.pwrite(fd, block, 0)
+            os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.listdir(root)
+        os.statvfs(root)
+        rounds += 1
+    return rounds
+
+
+def mount_rate(mount: MountTarget, counter: Path, seconds: float, rounds: int) -> tuple[float, float]:
+    """(median requests/s, requests per workload round) of one mounted daemon."""
+    read_count = lambda: int.from_bytes(counter.read_bytes()[:8], "little")  # noqa: E731
+    workload(mount.path, min(0.3, seconds))  # warm up
+    rates, per_round = [], []
+    for _ in range(rounds):
+        before, start = read_count(), time.perf_counter()
+        done = workload(mount.path, seconds)
+        elapsed, requests = time.perf_counter() - start, read_count() - before
+        rates.append(requests / elapsed)
+        per_round.append(requests / max(done, 1))
+    return statistics.median(rates), statistics.median(per_round)
+
+
+@contextlib.contextmanager
+def preloaded(shim: Path, counter: Path) -> Iterator[None]:
+    """Daemons started meanwhile run with the counting shim, counting into ``counter``."""
+    counter.write_bytes(bytes(8))
+    saved = {key: os.environ.get(key) for key in ("LD_PRELOAD", "FUSECHECK_BENCH_COUNTER")}
+    os.environ.update(LD_PRELOAD=str(shim), FUSECHECK_BENCH_COUNTER=str(counter))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def measure_mounts(seconds: float, rounds: int) -> dict[str, float]:
+    """Requests/s of ref and passthrough_ll mounted with caching off, same workload."""
+    from targets import fusedev
+    from targets.mounts import PassthroughLl, ReferenceMount
+
+    if os.geteuid() != 0 or not os.path.exists(fusedev.FUSE_DEVICE):
+        raise RuntimeError("the mount bench needs root and /dev/fuse")
+    fusedev.enter_private_mount_namespace()  # nothing mounted here reaches the host
+    targets: dict[str, Callable[[], MountTarget]] = {
+        "ref:cache=none": lambda: ReferenceMount({"cache": "none"}),
+        "passthrough_ll -o cache=never": lambda: PassthroughLl({"cache": "never"}),
+    }
+    print(f"mounted, caching off: stat, open, pread, pwrite, fstat, close, listdir, statvfs; "
+          f"{rounds} rounds of {seconds:g} s each")
+    rates: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="fusecheck-bench-") as tmp:
+        shim = build_shim(Path(tmp))
+        for label, make in targets.items():
+            counter = Path(tmp) / "counter"
+            with preloaded(shim, counter), make() as mount:
+                rate, per_round = mount_rate(mount, counter, seconds, rounds)
+            rates[label] = rate
+            print(f"  {label:30} {rate:>9,.0f} req/s {1e6 / rate:7.1f} us/req "
+                  f"({per_round:.1f} requests per workload round)")
+    return rates
+
+
 def _overrun(signum: int, frame: object) -> None:
     raise RuntimeError("the bench ran past its time budget: is the daemon stuck?")
 
@@ -274,23 +426,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--target", default="hello_ll", help="daemon to ask (default hello_ll)")
     parser.add_argument("--no-pin", action="store_true", help="do not run everything on one CPU")
+    parser.add_argument("--only", choices=("socket", "mount"), help="run one of the two benches")
     args = parser.parse_args(argv)
 
     old_cpus = _pin(not args.no_pin)
-    budget = int(args.rounds * args.seconds * 3 + 60)  # three ways, plus builds and start-up
+    budget = int(args.rounds * args.seconds * 5 + 120)  # five ways, plus builds, mounts, start-up
     signal.signal(signal.SIGALRM, _overrun)
     signal.alarm(budget)
     try:
         if old_cpus is not None:
-            print(f"pinned to CPU {max(old_cpus)}: this process, the daemon and the C client")
-        rates = measure(args.target, args.seconds, args.rounds)
-    except (TargetError, RuntimeError) as exc:
+            print(f"pinned to CPU {max(old_cpus)}: this process, the daemons and the C client")
+        if args.only != "mount":
+            socket_bench(args.target, args.seconds, args.rounds)
+        if args.only != "socket":
+            mount_bench(args.seconds, args.rounds)
+    except (TargetError, RuntimeError, OSError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     finally:
         signal.alarm(0)
         if old_cpus is not None:
             os.sched_setaffinity(0, old_cpus)
+    return 0
+
+
+def socket_bench(target: str, seconds: float, rounds: int) -> None:
+    """The socket bench (a)-(c) and its verdict."""
+    rates = measure(target, seconds, rounds)
     fast_cpu, scapy_cpu = encode_decode_cost()
     ratio_a, ratio_b = rates["(a)"] / rates["(c)"], rates["(b)"] / rates["(c)"]
     print(f"  (a)/(c) = {ratio_a:.2f}   (b)/(c) = {ratio_b:.3f}")
@@ -298,7 +460,15 @@ def main(argv: list[str] | None = None) -> int:
           f"scapy {scapy_cpu * 1e6:.0f} us/req")
     verdict = "met" if ratio_a >= GOAL else "not met"
     print(f"  goal: fast path >= {GOAL} x C client: {verdict}")
-    return 0
+
+
+def mount_bench(seconds: float, rounds: int) -> None:
+    """The mount bench and its verdict."""
+    ref, c_daemon = measure_mounts(seconds, rounds).values()
+    slower = c_daemon / ref
+    verdict = "met" if slower <= MOUNT_GOAL else "not met"
+    print(f"  passthrough_ll/ref = {slower:.2f}: ref takes {slower:.2f}x the C daemon's time per request")
+    print(f"  goal: ref within {MOUNT_GOAL:g}x of passthrough_ll: {verdict}")
 
 
 if __name__ == "__main__":
