@@ -88,7 +88,7 @@ def _same(before: Packet, after: Packet, fields: tuple[str, ...], what: str) -> 
 @rule("FUSE-SETATTR-001",
       "SETATTR with FATTR_MODE changes the permission bits and nothing else it was not asked to "
       "(size, uid, gid, mtime); its reply agrees with the GETATTR after it",
-      source=f"linux fs/fuse/dir.c fuse_do_setattr (valid says which fields to apply); chmod(2)",
+      source="linux fs/fuse/dir.c fuse_do_setattr (valid says which fields to apply); chmod(2)",
       opcodes=("FUSE_SETATTR",))
 def test_setattr_mode_only(work: Workdir, file: File) -> None:
     before = work.getattr(file.nodeid)
