@@ -140,17 +140,21 @@ REFERENCE_MAIN = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
 
 
 REFERENCE_HINT = ("ref takes cache=none|auto|always, writeback, acl=on|off (on by default), mutant=NAME, "
-                  "audit=FILE, source=DIR (serve a host directory) or source (serve a scratch directory "
-                  "the suite fills)")
+                  "audit=FILE, record=FILE (every message on its channel, as pcap), source=DIR (serve a "
+                  "host directory) or source (serve a scratch directory the suite fills)")
 
 
 def reference_argv(options: Options, *where: str) -> list[str]:
-    """The reference server's command line; ``ref:cache=none,writeback,acl,mutant=X,source=DIR``
-    (a bare ``source`` must be resolved to a directory first: ``reference_source``)."""
+    """The reference server's command line; ``ref:cache=none,writeback,acl,mutant=X,source=DIR,
+    record=FILE`` (a bare ``source`` must be resolved to a directory first: ``reference_source``)."""
     flags: list[str] = []
     for key, value in options.items():
-        if key not in ("cache", "writeback", "acl", "mutant", "audit", "source"):
+        if key not in ("cache", "writeback", "acl", "mutant", "audit", "source", "record"):
             raise TargetSpecError(f"ref: unknown option {key!r}", hint=REFERENCE_HINT)
+        if key == "record":  # the daemon runs in its scratch dir: a relative name is the caller's
+            if value is True:
+                raise TargetSpecError("ref: record needs a file: record=FILE", hint=REFERENCE_HINT)
+            value = str(Path(str(value)).expanduser().resolve())
         if key == "source" and value is True:
             raise TargetSpecError("ref: source needs a directory here (resolve it with reference_source)",
                                   hint=REFERENCE_HINT)

@@ -1,6 +1,7 @@
 """Run the reference server: ``python -m targets.reference MOUNTPOINT [options]`` mounts it
 on /dev/fuse (foreground; Ctrl-C, SIGTERM or umount end it); ``--fd N`` serves FUSE over an
-inherited SEQPACKET socket instead (the suite's kernel-role transport)."""
+inherited SEQPACKET socket instead (the suite's kernel-role transport); ``--record FILE``
+records every message of either channel as pcap (targets.reference.record)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from targets.reference.fs import Cred, Filesystem
 from targets.reference.host import HostFilesystem
+from targets.reference.record import Recorder
 from targets.reference.server import CACHE_TIMEOUTS, Options, ReferenceServer
 
 MAX_MESSAGE = (1 << 20) + 4096
@@ -33,6 +35,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="serve this host directory (passed through) instead of memory")
     parser.add_argument("--audit", type=Path, metavar="FILE",
                         help="judge every reply with the message layer's validators; findings go to FILE")
+    parser.add_argument("--record", type=Path, metavar="FILE",
+                        help="record every request read and every reply written, as pcap, in FILE")
     return parser.parse_args(argv)
 
 
@@ -50,7 +54,7 @@ def seed(fs: Filesystem) -> None:
     fs.symlink(1, b"link", b"hello.txt", root)
 
 
-def serve_socket(server: ReferenceServer, fd: int) -> int:
+def serve_socket(server: ReferenceServer, fd: int, record: Path | None = None) -> int:
     sock = socket.socket(fileno=fd)
 
     def read() -> bytes:
@@ -59,7 +63,12 @@ def serve_socket(server: ReferenceServer, fd: int) -> int:
     def write(data: bytes) -> None:
         sock.send(data)  # one datagram per reply; send is safe across threads
 
-    server.serve(read, write)
+    recorder = Recorder(record) if record is not None else None
+    try:
+        server.serve(*(recorder.wrap(read, write) if recorder is not None else (read, write)))
+    finally:
+        if recorder is not None:
+            recorder.close()
     return 0
 
 
@@ -86,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     server = ReferenceServer(fs, options)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     if args.fd is not None:
-        return serve_socket(server, args.fd)
+        return serve_socket(server, args.fd, args.record)
     from targets.reference.mount import serve_mounted
 
-    return serve_mounted(server, args.mountpoint)
+    return serve_mounted(server, args.mountpoint, args.record)
 
 
 if __name__ == "__main__":

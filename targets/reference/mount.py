@@ -1,5 +1,6 @@
 """The reference server on real /dev/fuse: ``serve_mounted`` mounts it and serves until
-Ctrl-C, SIGTERM or an unmount ends it (the kernel then reads ENODEV)."""
+Ctrl-C, SIGTERM or an unmount ends it (the kernel then reads ENODEV); with ``record`` every
+message read from and written to /dev/fuse goes to a pcap file (targets.reference.record)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 from pathlib import Path
 
 from targets import fusedev
+from targets.reference.record import Recorder
 from targets.reference.server import ReferenceServer
 
 BUFFER = (1 << 20) + 4096  # a 1 MiB WRITE (max_pages 256) and its headers
@@ -25,8 +27,9 @@ def mount_options(server: ReferenceServer) -> list[str]:
     return ["allow_other", "default_permissions", f"max_read={BUFFER - 4096}"]
 
 
-def serve_mounted(server: ReferenceServer, mountpoint: Path) -> int:
-    """Mount ``server`` at ``mountpoint`` and serve in the foreground; 0 after a clean end."""
+def serve_mounted(server: ReferenceServer, mountpoint: Path, record: Path | None = None) -> int:
+    """Mount ``server`` at ``mountpoint`` and serve in the foreground; 0 after a clean end.
+    ``record``: the file the kernel's requests and the server's replies are recorded in."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -61,11 +64,15 @@ def serve_mounted(server: ReferenceServer, mountpoint: Path) -> int:
         def write(data: bytes) -> None:
             os.write(fd, data)
 
+        recorder = Recorder(record) if record is not None else None
+        channel = recorder.wrap(read, write) if recorder is not None else (read, write)
         print(f"fusecheck reference server mounted at {mountpoint}", file=sys.stderr, flush=True)
         try:
-            server.serve(read, write)
+            server.serve(*channel)
         finally:
             signal.set_wakeup_fd(-1)
             os.close(wake_r)
             os.close(wake_w)
+            if recorder is not None:
+                recorder.close()
     return 0
