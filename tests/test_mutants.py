@@ -24,6 +24,9 @@ def test_mutant_is_caught(name: str, record_property: object) -> None:
     record_property("mutant", f"{name}={'killed' if killed else 'survived'}")  # type: ignore[operator]
     assert killed, (f"mutant {name} ({mutant.description}) survived rules {mutant.caught_by}: "
                     f"{found}\n{result.stdout[-2000:]}")
+    # a protocol rule named here is shown to catch this fault (test_rules_catch_bugs counts on it)
+    spared = [rule for rule in mutant.caught_by if rule.startswith("FUSE-") and rule not in killed]
+    assert not spared, f"mutant {name} did not fail the protocol rules it names: {spared}: {found}"
 
 
 def test_enough_mutants_in_every_area() -> None:

@@ -49,8 +49,9 @@ def file(work: Workdir) -> File:
       "a WRITE past the end leaves a hole that reads as zeros",
       source=f"{FILE_C} fuse_send_write/fuse_perform_write (the reply's size is what was written); write(2)",
       opcodes=("FUSE_WRITE", "FUSE_READ"))
-def test_write_then_read(work: Workdir, file: File) -> None:
-    for offset, data in ((100, b"overwritten"), (len(DATA) + 4096, b"after a hole")):
+def test_write_then_read(work: Workdir) -> None:
+    file = work.file(b"written")
+    for offset, data in ((0, DATA), (100, b"overwritten"), (len(DATA) + 4096, b"after a hole")):
         reply = work.write(file, offset, data)
         assert reply.ok and reply.body is not None, f"WRITE answered {errno_name(reply.error)}"
         assert int(reply.body.size) == len(data), f"WRITE of {len(data)} bytes answered size {reply.body.size}"

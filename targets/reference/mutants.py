@@ -139,7 +139,7 @@ def _keep_size_ignored(srv: Any, req: Request) -> None:
 
 
 mutant("fallocate-ignores-keep-size", "data", "fallocate grows the file even with KEEP_SIZE",
-       "POSIX-FALLOCATE-001", request=_on({c.FUSE_FALLOCATE}, _keep_size_ignored))
+       "POSIX-FALLOCATE-001", "FUSE-FALLOCATE-001", request=_on({c.FUSE_FALLOCATE}, _keep_size_ignored))
 
 
 def _hole_at_zero(srv: Any, req: Request, result: Any) -> Any:
@@ -149,7 +149,7 @@ def _hole_at_zero(srv: Any, req: Request, result: Any) -> Any:
 
 
 mutant("seek-hole-at-zero", "data", "lseek SEEK_DATA/SEEK_HOLE always answer offset 0",
-       "POSIX-LSEEK-001", result=_on({c.FUSE_LSEEK}, _hole_at_zero))
+       "POSIX-LSEEK-001", "FUSE-LSEEK-001", result=_on({c.FUSE_LSEEK}, _hole_at_zero))
 
 
 # -- namespace ------------------------------------------------------------------
@@ -158,7 +158,7 @@ def _drop_rename_flags(srv: Any, req: Request) -> None:
 
 
 mutant("rename-flags-ignored", "namespace", "RENAME2 ignores NOREPLACE and EXCHANGE",
-       "POSIX-RENAME-002", request=_on({c.FUSE_RENAME2}, _drop_rename_flags))
+       "POSIX-RENAME-002", "FUSE-RENAME-002", request=_on({c.FUSE_RENAME2}, _drop_rename_flags))
 
 
 def _drop_boundary_entry(srv: Any, req: Request, result: Any) -> Any:
@@ -171,7 +171,7 @@ def _drop_boundary_entry(srv: Any, req: Request, result: Any) -> Any:
 
 mutant("readdir-drops-at-boundary", "namespace",
        "READDIR loses the entry at each reply boundary (it shows only in long listings)",
-       "FUSE-READDIR-002", "POSIX-READDIR-001",
+       "FUSE-READDIR-002", "FUSE-READDIR-003", "POSIX-READDIR-001",
        result=_on({c.FUSE_READDIR, c.FUSE_READDIRPLUS}, _drop_boundary_entry))
 
 
@@ -199,7 +199,7 @@ def _truncate_value(srv: Any, req: Request, result: Any) -> Any:
 
 
 mutant("getxattr-truncates", "xattr", "a value larger than the buffer is cut instead of ERANGE",
-       "POSIX-XATTR-004", request=_on({c.FUSE_GETXATTR}, _widen_buffer),
+       "POSIX-XATTR-004", "FUSE-XATTR-001", request=_on({c.FUSE_GETXATTR}, _widen_buffer),
        result=_on({c.FUSE_GETXATTR}, _truncate_value))
 
 
@@ -435,3 +435,6 @@ def applied(name: str | None) -> Applied:
         raise ValueError(f"unknown mutant {name!r}; known: {', '.join(sorted(MUTANTS))}")
     return Applied(MUTANTS[name])
 
+
+
+from targets.reference import mutants_wire  # noqa: E402, F401  (registers the wire mutants)

@@ -67,6 +67,12 @@ BUGS = {
     "off-skips": "FUSE-READDIR-002",  # dirent offsets point one entry too far
     "read-short": "FUSE-READ-001",  # READ returns one byte less than the file holds
     "destroy-body": "FUSE-DESTROY-001",  # DESTROY's reply carries 8 bytes
+    "statx-short": "FUSE-OPCODE-001",  # STATX answers success with a 16-byte body
+    "enosys-flips": "FUSE-ENOSYS-001",  # the second STATX answers EIO instead of ENOSYS
+    "odd-errno": "FUSE-ERRNO-001",  # UNLINK of an absent name answers errno 200
+    "interrupt-body": "FUSE-INTERRUPT-001",  # INTERRUPT is answered with 8 bytes of body
+    "statfs-bfree": "FUSE-STATFS-001",  # STATFS says more blocks are free than there are
+    "compat-below-23": "FUSE-VERSION-001",  # the 7.8 compat attr_out up to 7.22, not only below 7.9
 }
 
 
@@ -80,6 +86,7 @@ class TinyDaemon:
         self.misbehave = misbehave
         self.minor = 0  # negotiated; 0 before INIT
         self.getattrs = 0  # GETATTRs in a row
+        self.statx = 0  # STATX requests seen
 
     def handle(self, request: Packet) -> bytes | None:
         op, unique = int(request.opcode), int(request.unique)
@@ -97,6 +104,16 @@ class TinyDaemon:
         if not self.minor and self.bug != "serve-before-init":
             return self.error(unique, errno.EIO)
         self.getattrs = self.getattrs + 1 if op == c.FUSE_GETATTR else 0
+        if op == c.FUSE_STATX:
+            self.statx += 1
+            if self.bug == "statx-short":
+                return self.ok(unique, Raw(b"\0" * 16))
+            if self.bug == "enosys-flips" and self.statx > 1:
+                return self.error(unique, errno.EIO)
+        if op == c.FUSE_UNLINK and self.bug == "odd-errno":
+            return self.error(unique, 200)
+        if op == c.FUSE_INTERRUPT and self.bug == "interrupt-body":
+            return self.ok(unique, Raw(b"\0" * 8))
         if op == c.FUSE_GETATTR:
             if self.bug == "lose-pipelined" and self.getattrs == 4:
                 return None
@@ -114,7 +131,9 @@ class TinyDaemon:
             body = b"\0" * 8 if self.bug == "error-with-body" else b""
             return bytes(FuseOutHeader(unique=unique, error=-errno.ENOENT) / Raw(body))
         if op == c.FUSE_STATFS:
-            data = self.ok(unique, FuseStatfsOut(st=FuseKstatfs(bsize=4096, namelen=255)))
+            free = 20 if self.bug == "statfs-bfree" else 5
+            data = self.ok(unique, FuseStatfsOut(st=FuseKstatfs(blocks=10, bfree=free, bavail=5, bsize=4096,
+                                                                namelen=255)))
             if self.bug == "statfs-short":
                 data = struct.pack("<I", 16 + 48) + data[4:16 + 48]
             if self.bug == "len-lie":
@@ -176,7 +195,8 @@ class TinyDaemon:
 
     def sized(self, unique: int, opcode: int, body: Packet) -> bytes:
         """A reply cut to the layout of the negotiated minor (compat sizes)."""
-        size = fixed_size(reply_layers_at(opcode, self.minor)[0])
+        minor = 8 if self.bug == "compat-below-23" and self.minor < 23 else self.minor
+        size = fixed_size(reply_layers_at(opcode, minor)[0])
         if self.bug == "no-compat":
             size = len(bytes(body))
         return self.ok(unique, Raw(bytes(body)[:size]))
