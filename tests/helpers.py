@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import conformance.acl
+import conformance.kernel
 import conformance.posix
 import conformance.protocol
 from conformance.rules import RULES
@@ -44,8 +45,8 @@ def rule_outcomes(stdout: str) -> dict[str, set[str]]:
 
 def all_rules(*areas: str) -> set[str]:
     """Every rule id the conformance modules declare (importing them fills RULES), or
-    those of the given areas ("protocol", "posix", "acl")."""
-    for package in (conformance.protocol, conformance.posix, conformance.acl):
+    those of the given areas ("protocol", "posix", "acl", "kernel")."""
+    for package in (conformance.protocol, conformance.posix, conformance.acl, conformance.kernel):
         for module in pkgutil.iter_modules(package.__path__):
             if module.name.startswith("test_"):
                 importlib.import_module(f"{package.__name__}.{module.name}")
