@@ -6,17 +6,24 @@ The format and the field names come from the scapy class (``struct_format``,
 ``codec(FuseInHeader).pack(len=40, opcode=FUSE_GETATTR, unique=2, nodeid=1)``.
 In a hot loop use the precompiled ``codec(cls).struct`` with positional values,
 or pack a template once and patch the fields that change with ``field(name)``.
+``build`` packs with the class's own defaults (``bytes(cls(**fields))``),
+``record`` reads a flat struct as a named tuple (``.fh``, ``.offset``), and
+``head_codec`` covers the fixed fields that open a variable part (a dirent's
+``ino``, ``off``, ``namelen``, ``type``).  ``Encoded`` is a body part already
+in wire bytes, for ``DaemonSession.reply``.
 """
 
 from __future__ import annotations
 
 import struct
+from collections import namedtuple
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from scapy.packet import Packet
 
-from protocol.layers.base import flat_names, struct_format
+from protocol.layers.base import field_size, flat_names, struct_format, unwrap
 
 Readable = bytes | bytearray | memoryview
 Writable = bytearray | memoryview
@@ -25,13 +32,17 @@ Writable = bytearray | memoryview
 class Codec:
     """Packs and unpacks one fixed-size class; ``size`` is its ``sizeof``."""
 
-    __slots__ = ("_defaults", "_formats", "_index", "cls", "names", "size", "struct")
+    __slots__ = ("_built", "_defaults", "_formats", "_index", "_record", "cls", "names", "size",
+                 "struct")
 
-    def __init__(self, cls: type[Packet]) -> None:
+    def __init__(self, cls: type[Packet], layout: Any = None) -> None:
         self.cls = cls
-        self.struct = struct.Struct(struct_format(cls))
+        layout = cls if layout is None else layout  # what has the fields_desc: the class, or its head
+        self.struct = struct.Struct(struct_format(layout))
         self.size = self.struct.size
-        self.names: tuple[str, ...] = tuple(flat_names(cls))
+        self.names: tuple[str, ...] = tuple(flat_names(layout))
+        self._built: tuple[Any, ...] | None = None
+        self._record: Any = None
         self._index = {name: i for i, name in enumerate(self.names)}
         formats = _format_chars(self.struct.format)
         self._formats = formats
@@ -53,6 +64,27 @@ class Codec:
     def pack(self, **fields: Any) -> bytes:
         """The struct's bytes; missing fields are 0."""
         return self.struct.pack(*self.values(**fields))
+
+    def build(self, **fields: Any) -> bytes:
+        """``bytes(cls(**fields))`` with flat names: missing fields take the class's defaults."""
+        if self._built is None:
+            self._built = self.struct.unpack_from(bytes(self.cls()))
+        values = list(self._built)
+        index = self._index
+        for name, value in fields.items():
+            try:
+                values[index[name]] = value
+            except KeyError:
+                raise TypeError(f"{self.cls.__name__} has no field {name!r}") from None
+        return self.struct.pack(*values)
+
+    def record(self, data: Readable, offset: int = 0) -> Any:
+        """The struct read from ``data`` at ``offset`` as a named tuple (flat classes only)."""
+        if self._record is None:
+            if not all(name.isidentifier() for name in self.names):
+                raise TypeError(f"{self.cls.__name__} has nested or array fields: no record")
+            self._record = namedtuple(self.cls.__name__, self.names)  # type: ignore[misc]
+        return self._record._make(self.struct.unpack_from(data, offset))
 
     def pack_into(self, buffer: Writable, offset: int = 0, /, **fields: Any) -> None:
         """Write the struct into ``buffer`` at ``offset``; missing fields are 0."""
@@ -99,3 +131,31 @@ def _format_chars(fmt: str) -> list[str]:
 def codec(cls: type[Packet]) -> Codec:
     """The cached codec of a fixed-size class; ``TypeError`` for variable parts."""
     return Codec(cls)
+
+
+class _Head:
+    """The fixed-size fields that open a class, as ``struct_format`` and ``flat_names`` read them."""
+
+    def __init__(self, cls: type[Packet]) -> None:
+        self.fields_desc: list[Any] = []
+        for f in cls.fields_desc:
+            try:
+                field_size(unwrap(f))
+            except TypeError:
+                break
+            self.fields_desc.append(f)
+
+
+@cache
+def head_codec(cls: type[Packet]) -> Codec:
+    """The codec of the fixed fields before ``cls``'s first variable one (all of a fixed class)."""
+    return Codec(cls, _Head(cls))
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A body part already encoded: ``data`` is ``bytes(cls(...))`` (not a tuple: a handler's
+    tuple of parts stays unambiguous)."""
+
+    cls: type[Packet]
+    data: bytes
