@@ -1,42 +1,190 @@
-"""Events a session turns bytes into: immutable values carrying the dissected packet."""
+"""Events a session turns bytes into: immutable values carrying the dissected packet.
+
+``Request`` and ``Reply`` dissect lazily: a session decodes the header and the
+hot opcodes' first body struct with ``protocol.codec`` and hands the event a
+``decode`` callable; the scapy ``packet`` is built from ``raw`` the first time
+it is touched, always by the same scapy path.  Once it exists every accessor
+(``header``, ``layer``, ``names``, ``data``) reads it, so a change made to the
+packet (a mutant's) is what later readers see.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import FrozenInstanceError, dataclass, field
+from typing import Any
 
 from scapy.packet import Packet
 
 from protocol.constants import NOTIFY_CODE_NAMES, OPCODE_NAMES
 from protocol.findings import Finding
 
+Decode = Callable[[bytes], Packet]
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
-    """A request as the daemon receives it."""
 
+class _Lazy:
+    """Frozen, keyword-built, compared by value; ``_packet`` is filled on first use."""
+
+    __slots__ = ("_decode", "_packet")
+    _fields: tuple[str, ...] = ()
+    _decode: Decode | None
+    _packet: Packet | None
+    raw: bytes
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _set(self, **values: object) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def packet(self) -> Packet:
+        """The dissected message (built from ``raw`` on first use)."""
+        packet: Packet | None = self._packet
+        if packet is None:
+            assert self._decode is not None
+            packet = self._decode(self.raw)
+            object.__setattr__(self, "_packet", packet)
+        return packet
+
+    @property
+    def dissected(self) -> bool:
+        """Whether ``packet`` has been built (then every accessor reads it)."""
+        return self._packet is not None
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, f) for f in self._fields if f != "packet"))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields if f != "packet")
+        return f"{type(self).__name__}({shown})"
+
+
+class Request(_Lazy):
+    """A request as the daemon receives it.
+
+    ``header`` is fuse_in_header (``.uid``, ``.pid``...), ``layer(cls)`` the body's
+    first struct, ``names()`` its NUL-terminated names and ``data(cls)`` the bytes
+    after the struct (WRITE's data): read with the codec while nothing dissected the
+    packet (``Fast``), from the packet after.
+    """
+
+    __slots__ = ("_fast", "findings", "nodeid", "opcode", "raw", "unique")
+    _fields = ("unique", "opcode", "nodeid", "packet", "raw", "findings")
     unique: int
     opcode: int
     nodeid: int
-    packet: Packet
-    raw: bytes
-    findings: tuple[Finding, ...] = ()
+    findings: tuple[Finding, ...]
+    _fast: Fast | None
+
+    def __init__(self, *, unique: int, opcode: int, nodeid: int, raw: bytes,
+                 packet: Packet | None = None, findings: tuple[Finding, ...] = (),
+                 decode: Decode | None = None, fast: Fast | None = None) -> None:
+        if packet is None and decode is None:
+            raise TypeError("Request needs its packet or a decode callable")
+        self._set(unique=unique, opcode=opcode, nodeid=nodeid, raw=raw, findings=findings,
+                  _packet=packet, _decode=decode, _fast=fast)
 
     @property
     def opcode_name(self) -> str:
         return OPCODE_NAMES.get(self.opcode, f"opcode {self.opcode}")
 
+    @property
+    def header(self) -> Any:
+        """fuse_in_header: a codec record, or the packet once dissected."""
+        fast = self._fast
+        return fast.header if fast is not None and self._packet is None else self.packet
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reply:
+    def layer(self, cls: type[Packet]) -> Any:
+        """The body's ``cls`` layer, as ``packet[cls]`` (a codec record while undissected)."""
+        fast = self._fast
+        if fast is not None and fast.cls is cls and self._packet is None:
+            return fast.arg
+        return self.packet[cls]
+
+    def names(self) -> list[bytes]:
+        """The names the request carries (LOOKUP's, CREATE's...), NUL-terminated on the wire."""
+        fast = self._fast
+        if fast is not None and fast.names and self._packet is None:
+            parts = self.raw[fast.tail: fast.end].split(b"\0", fast.names)
+            if len(parts) > fast.names:  # each one terminated, as scapy's StrNullField wants
+                return parts[: fast.names]
+        from protocol.layers.variable import FuseName
+
+        return [bytes(p.getfieldval("name")) for p in self.packet.iterpayloads()
+                if isinstance(p, FuseName)]
+
+    def records(self, cls: type[Packet]) -> list[Any]:
+        """The fixed-size ``cls`` layers after the first struct (BATCH_FORGET's fuse_forget_one):
+        every whole one, as scapy dissects them; codec records while undissected."""
+        fast = self._fast
+        if fast is not None and fast.cls is not None and self._packet is None:
+            from protocol.codec import codec
+
+            k = codec(cls)
+            return [k.record(self.raw, at) for at in range(fast.tail, fast.end - k.size + 1, k.size)]
+        return [p for p in self.packet.iterpayloads() if isinstance(p, cls)]
+
+    def data(self, cls: type[Packet]) -> bytes:
+        """The bytes after the ``cls`` layer, as ``bytes(packet[cls].payload)`` (WRITE's data)."""
+        fast = self._fast
+        if fast is not None and fast.cls is cls and self._packet is None:
+            return self.raw[fast.tail:]
+        return bytes(self.packet[cls].payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Fast:
+    """What a session read with the codec: the header record, the first body struct
+    (``cls``, its record ``arg``; None when the body has none), where the struct ends
+    (``tail``), where the extensions begin (``end``) and how many names follow."""
+
+    header: Any
+    cls: type[Packet] | None = None
+    arg: Any = None
+    tail: int = 40
+    end: int = 40
+    names: int = 0
+
+
+class Reply(_Lazy):
     """A reply, paired with its request: ``body`` is the first layer after the header."""
 
+    __slots__ = ("_request", "_request_raw", "error", "findings", "opcode", "raw", "unique")
+    _fields = ("unique", "opcode", "error", "packet", "raw", "request", "findings")
     unique: int
     opcode: int
     error: int
-    packet: Packet
-    raw: bytes
-    request: Packet | None = None
-    findings: tuple[Finding, ...] = ()
+    findings: tuple[Finding, ...]
+    _request: Packet | None
+    _request_raw: bytes | None
+
+    def __init__(self, *, unique: int, opcode: int, error: int, raw: bytes,
+                 packet: Packet | None = None, request: Packet | None = None,
+                 findings: tuple[Finding, ...] = (), decode: Decode | None = None,
+                 request_raw: bytes | None = None) -> None:
+        if packet is None and decode is None:
+            raise TypeError("Reply needs its packet or a decode callable")
+        self._set(unique=unique, opcode=opcode, error=error, raw=raw, findings=findings,
+                  _packet=packet, _decode=decode, _request=request, _request_raw=request_raw)
+
+    @property
+    def request(self) -> Packet | None:
+        """The request this reply answers, dissected (None when it answers none)."""
+        if self._request is None and self._request_raw is not None:
+            from protocol.layers.header import FuseInHeader
+
+            object.__setattr__(self, "_request", FuseInHeader(self._request_raw))
+        return self._request
 
     @property
     def body(self) -> Packet | None:
@@ -50,6 +198,12 @@ class Reply:
     @property
     def ok(self) -> bool:
         return self.error == 0
+
+    def with_findings(self, findings: tuple[Finding, ...]) -> Reply:
+        """The same reply judged differently (the packet, if built, is shared)."""
+        return Reply(unique=self.unique, opcode=self.opcode, error=self.error, raw=self.raw,
+                     packet=self._packet, request=self._request, findings=findings,
+                     decode=self._decode, request_raw=self._request_raw)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,23 +5,34 @@ findings), answers INIT as a server does (its own major and minor, the flags
 both sides share, the reply size the kernel's minor expects) and encodes every
 later reply at the negotiated minor, compat sizes included.  The reference
 server is built on it; tests pair it with a ``KernelSession`` in memory.
+
+The hot opcodes (``HOT``) take a fast path: the header and the first body
+struct are read with ``protocol.codec`` and the scapy packet is dissected only
+when something touches ``Request.packet`` (``decode_request``, the same path as
+``fast=False``); the findings come from one check on the header's values and
+the bytes, whichever path runs.  ``reply`` takes ``Encoded`` parts as well as
+packets.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from functools import cache, partial
+from typing import Any
 
 from scapy.packet import Packet, Padding, Raw
 
 from protocol import constants as c
 from protocol import state as st
-from protocol.events import Request
+from protocol.codec import Encoded, codec
+from protocol.events import Fast, Request
 from protocol.findings import Finding
 from protocol.layers.base import fixed_size
 from protocol.layers.header import FUSE_IN_HEADER_SIZE, FuseInHeader, FuseOutHeader
-from protocol.layers.messages import NO_REPLY, REQUEST_LAYERS
-from protocol.layers.structs import FuseInitIn, FuseInitOut
+from protocol.layers.messages import NO_REPLY, REQUEST_LAYERS, Layers
+from protocol.layers.structs import FuseGetxattrIn, FuseInitIn, FuseInitOut
+from protocol.layers.variable import FuseName
 from protocol.session import Negotiated, NegotiatedSizes
 from protocol.sizes import init_out_class, reply_layers_at, request_layers_at
 
@@ -30,6 +41,16 @@ _NAMES = {c.FUSE_LOOKUP: 1, c.FUSE_UNLINK: 1, c.FUSE_RMDIR: 1, c.FUSE_REMOVEXATT
           c.FUSE_SYMLINK: 2, c.FUSE_MKNOD: 1, c.FUSE_MKDIR: 1, c.FUSE_RENAME: 2,
           c.FUSE_RENAME2: 2, c.FUSE_LINK: 1, c.FUSE_CREATE: 1, c.FUSE_TMPFILE: 1,
           c.FUSE_SETXATTR: 1, c.FUSE_GETXATTR: 1}
+#: Requests decoded with the codec first (``Request.packet`` is dissected on first use)
+HOT = frozenset({
+    c.FUSE_LOOKUP, c.FUSE_GETATTR, c.FUSE_SETATTR, c.FUSE_OPEN, c.FUSE_READ, c.FUSE_WRITE,
+    c.FUSE_RELEASE, c.FUSE_FLUSH, c.FUSE_OPENDIR, c.FUSE_READDIR, c.FUSE_READDIRPLUS,
+    c.FUSE_RELEASEDIR, c.FUSE_STATFS, c.FUSE_ACCESS, c.FUSE_CREATE, c.FUSE_GETXATTR,
+    c.FUSE_LISTXATTR, c.FUSE_FORGET, c.FUSE_BATCH_FORGET, c.FUSE_INTERRUPT,
+})
+_HEADER = codec(FuseInHeader)
+_XATTR = (c.FUSE_GETXATTR, c.FUSE_LISTXATTR)
+_SIZE_PROBE = FuseInHeader() / FuseGetxattrIn(size=0)  # what reply_layers takes for a size-0 ask
 
 
 @dataclass
@@ -46,6 +67,7 @@ class DaemonSession(NegotiatedSizes):
     kernel_minor: int = 0
     negotiated: Negotiated | None = None
     pending: dict[int, int] = field(default_factory=dict)  # unique -> opcode
+    fast: bool = True  # the codec path for HOT opcodes; False dissects every request at once
 
     def receive(self, data: bytes) -> Request:
         """Decode one request and say what is wrong with it."""
@@ -55,9 +77,9 @@ class DaemonSession(NegotiatedSizes):
             findings.append(_finding("request.short", f"{len(data)} bytes, less than fuse_in_header"))
             return Request(unique=int(header.unique), opcode=int(header.opcode), nodeid=0,
                            packet=header, raw=data, findings=tuple(findings))
-        packet = decode_request(data, self.proto_minor, self.proto_flags)
-        opcode, unique = int(packet.opcode), int(packet.unique)
-        findings += _check_request(packet, data, self.proto_minor, self.proto_flags)
+        head: Any = _HEADER.record(data)
+        opcode, unique, minor, flags = head.opcode, head.unique, self.proto_minor, self.proto_flags
+        findings += _check_request(head.len, opcode, head.total_extlen, data, minor, flags)
         if self.state == st.AWAIT_INIT and opcode not in (c.FUSE_INIT, c.CUSE_INIT):
             findings.append(_finding("request.before-init",
                                      f"{c.OPCODE_NAMES.get(opcode, opcode)} before INIT"))
@@ -66,8 +88,12 @@ class DaemonSession(NegotiatedSizes):
                                      f"unique {unique} is still waiting for its reply"))
         if opcode not in NO_REPLY:
             self.pending[unique] = opcode
-        return Request(unique=unique, opcode=opcode, nodeid=int(packet.nodeid), packet=packet,
-                       raw=data, findings=tuple(findings))
+        if self.fast and opcode in HOT:
+            return Request(unique=unique, opcode=opcode, nodeid=head.nodeid, raw=data,
+                           findings=tuple(findings), decode=partial(decode_request, minor=minor, flags=flags),
+                           fast=_fast(head, data, minor, flags))
+        return Request(unique=unique, opcode=opcode, nodeid=head.nodeid,
+                       packet=decode_request(data, minor, flags), raw=data, findings=tuple(findings))
 
     def accept_init(self, request: Request, **fields: int) -> bytes:
         """Answer INIT as a server: our version, shared flags, the size the kernel expects."""
@@ -96,13 +122,13 @@ class DaemonSession(NegotiatedSizes):
         self._advance(st.INIT_ACCEPTED)
         return self._encode(request.unique, 0, bytes(body)[:size])
 
-    def reply(self, request: Request, *layers: Packet) -> bytes:
+    def reply(self, request: Request, *layers: Packet | Encoded) -> bytes:
         """A successful reply; fixed structs are cut to the negotiated minor's sizes."""
-        variants = reply_layers_at(request.opcode, self.proto_minor, request.packet)
+        variants = self._variants(request)
         body = b""
         for i, part in enumerate(layers):
-            raw = bytes(part)
-            if i < len(variants) and type(part) is not variants[i]:
+            cls, raw = (part.cls, part.data) if isinstance(part, Encoded) else (type(part), bytes(part))
+            if i < len(variants) and cls is not variants[i]:
                 try:
                     raw = raw[: fixed_size(variants[i])]
                 except TypeError:
@@ -112,6 +138,18 @@ class DaemonSession(NegotiatedSizes):
             self._advance(st.SEND_DESTROY)
             self._advance(st.DESTROY_DONE)
         return self._encode(request.unique, 0, body)
+
+    def _variants(self, request: Request) -> Layers:
+        """The reply layers at the negotiated minor (``reply_layers_at``), without dissecting
+        the request: only GETXATTR/LISTXATTR depend on it, through the size asked."""
+        opcode, minor = request.opcode, self.proto_minor
+        if opcode not in _XATTR:
+            return _reply_layers(opcode, minor, False)
+        try:
+            probe = request.layer(FuseGetxattrIn).size == 0
+        except IndexError:  # no fuse_getxattr_in: not a probe
+            probe = False
+        return _reply_layers(opcode, minor, probe)
 
     def error(self, request: Request, errno: int) -> bytes:
         """An error reply: the header alone, ``error = -errno``."""
@@ -129,6 +167,36 @@ class DaemonSession(NegotiatedSizes):
         new = st.next_state(self.state, event)
         if new is not None:
             self.state = new
+
+
+@cache
+def _reply_layers(opcode: int, minor: int, probe: bool) -> Layers:
+    return reply_layers_at(opcode, minor, _SIZE_PROBE if probe else None)
+
+
+@cache
+def _request_layers(opcode: int, minor: int, flags: int) -> Layers:
+    return request_layers_at(opcode, minor, flags)
+
+
+def _fast(head: Any, data: bytes, minor: int, flags: int) -> Fast | None:
+    """The codec's reading of a hot request: None when the kernel's layout at ``minor`` is a
+    compat one (then only the packet is read)."""
+    opcode = head.opcode
+    layers = _request_layers(opcode, minor, flags)
+    if layers != REQUEST_LAYERS[opcode]:
+        return None
+    ext = head.total_extlen * 8  # split off as FuseInHeader.extract_padding does
+    end = len(data) - ext if ext and ext <= len(data) - FUSE_IN_HEADER_SIZE else len(data)
+    names = _NAMES.get(opcode, 0)
+    if not layers or layers[0] is FuseName:
+        return Fast(head, end=end, names=names)
+    first = layers[0]
+    size = fixed_size(first)
+    if end - FUSE_IN_HEADER_SIZE < size:
+        return Fast(head)
+    return Fast(head, first, codec(first).record(data, FUSE_IN_HEADER_SIZE),
+                FUSE_IN_HEADER_SIZE + size, end, names)
 
 
 def decode_request(data: bytes, minor: int, flags: int) -> Packet:
@@ -155,22 +223,23 @@ def _finding(code: str, message: str) -> Finding:
     return Finding(code=code, message=message, source=KERNEL)
 
 
-def _check_request(packet: Packet, data: bytes, minor: int, flags: int) -> list[Finding]:
-    """A request's length, opcode, fixed body size, names and extension length."""
+def _check_request(length: int, opcode: int, total_extlen: int, data: bytes, minor: int,
+                   flags: int) -> list[Finding]:
+    """A request's length, opcode, fixed body size, names and extension length (from the
+    header's ``len``, ``opcode`` and ``total_extlen`` and the bytes)."""
     found: list[Finding] = []
-    opcode = int(packet.opcode)
-    if int(packet.len) != len(data):
+    if length != len(data):
         found.append(_finding("request.len-mismatch",
-                              f"len field says {packet.len}, the request has {len(data)} bytes"))
+                              f"len field says {length}, the request has {len(data)} bytes"))
     if opcode not in REQUEST_LAYERS:
         found.append(_finding("request.unknown-opcode", f"opcode {opcode} is not defined"))
         return found
-    ext = int(packet.total_extlen) * 8
+    ext = total_extlen * 8
     body = data[FUSE_IN_HEADER_SIZE: len(data) - ext if ext <= len(data) - FUSE_IN_HEADER_SIZE else None]
     if ext > len(data) - FUSE_IN_HEADER_SIZE:
-        found.append(_finding("request.extlen", f"total_extlen {packet.total_extlen} exceeds the body"))
-    layers = request_layers_at(opcode, c.FUSE_KERNEL_MINOR_VERSION if opcode == c.FUSE_INIT else minor,
-                               flags)
+        found.append(_finding("request.extlen", f"total_extlen {total_extlen} exceeds the body"))
+    layers = _request_layers(opcode, c.FUSE_KERNEL_MINOR_VERSION if opcode == c.FUSE_INIT else minor,
+                             flags)
     need = 0
     for cls in layers:
         try:
