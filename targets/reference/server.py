@@ -7,6 +7,12 @@ the reply bytes (or None); ``serve`` runs a reader and worker threads over any
 read/write pair (a SEQPACKET socket, /dev/fuse).  Cache modes (the seed's
 cache=none|auto|always, writeback) and ACLs are options; mutants are named
 faults switched on by ``Options.mutant``.
+
+Fast path: hot requests are read through ``Request.header``/``layer``/``names``/
+``data`` (codec records until something dissects the packet) and the hot
+replies are encoded with ``protocol.codec`` into ``Encoded`` parts.  A mutant
+with a result hook changes scapy packets, so with one the results are packets
+(``encode_fast`` off); ``fast=False`` turns both halves off.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from scapy.packet import Packet, Raw
 
 from protocol import constants as c
-from protocol.codec import codec
+from protocol.codec import Encoded, codec, head_codec
 from protocol.events import Notify, Reply, Request
 from protocol.layers import (
     FuseAccessIn,
@@ -92,6 +99,11 @@ BASE_WANT = (c.FUSE_ASYNC_READ | c.FUSE_POSIX_LOCKS | c.FUSE_FLOCK_LOCKS | c.FUS
 BLOCKING = frozenset({c.FUSE_SETLKW})
 _HEADER = codec(FuseInHeader)
 STATX_BASIC_STATS = 0x7FF
+_ENTRY, _ATTR_OUT, _OPEN_OUT = codec(FuseEntryOut), codec(FuseAttrOut), codec(FuseOpenOut)
+_DIRENT, _NO_ENTRY = head_codec(FuseDirent), codec(FuseEntryOut).build()
+_ENTRY_SIZE = fixed_size(FuseEntryOut)
+DIRENT_ALIGN = 8  # the kernel's FUSE_DIRENT_ALIGN: a name padded to 8 bytes (FuseDirent's PadField)
+Part = Packet | Encoded
 
 
 @dataclass(frozen=True)
@@ -140,7 +152,7 @@ class Options:
         return flags
 
 
-Handler = Callable[["ReferenceServer", Request, Cred], "Packet | tuple[Packet, ...] | None"]
+Handler = Callable[["ReferenceServer", Request, Cred], "Part | tuple[Part, ...] | None"]
 HANDLERS: dict[int, Handler] = {}
 
 
@@ -169,10 +181,16 @@ class ReferenceServer:
     mutant: Applied = field(init=False)
     #: The kernel's view of our replies (``Options.audit``): every one judged by the validators
     audit: KernelSession | None = field(default=None, init=False)
+    #: The codec paths (requests read lazily, hot replies encoded with struct); False: scapy only
+    fast: bool = True
+    #: Results as ``Encoded`` bytes, not packets: off when a mutant's result hook edits packets
+    encode_fast: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
-        self.session = DaemonSession(want=self.options.want)
+        self.session = DaemonSession(want=self.options.want, fast=self.fast)
         self.mutant = applied(self.options.mutant)
+        hooks = self.mutant.mutant
+        self.encode_fast = self.fast and (hooks is None or hooks.result is None)
         self.changed = threading.Condition(self.lock)
         if self.options.audit:
             self.audit = KernelSession()
@@ -287,15 +305,31 @@ class ReferenceServer:
     def attr_of(self, inode: Inode) -> FuseAttr:
         return fuse_attr(inode)
 
-    def entry(self, inode: Inode) -> FuseEntryOut:
+    def entry(self, inode: Inode) -> FuseEntryOut | Encoded:
         valid, nsec = self.timeout()
-        return FuseEntryOut(nodeid=inode.ino, generation=inode.generation, entry_valid=valid,
-                            attr_valid=valid, entry_valid_nsec=nsec, attr_valid_nsec=nsec,
-                            attr=self.attr_of(inode))
+        head: dict[str, Any] = {"nodeid": inode.ino, "generation": inode.generation,
+                                "entry_valid": valid, "attr_valid": valid,
+                                "entry_valid_nsec": nsec, "attr_valid_nsec": nsec}
+        if self.encode_fast:
+            return Encoded(FuseEntryOut, _ENTRY.build(**head, **attr_fields(inode, "attr.")))
+        return FuseEntryOut(**head, attr=self.attr_of(inode))
 
-    def attr_out(self, inode: Inode) -> FuseAttrOut:
+    def attr_out(self, inode: Inode) -> FuseAttrOut | Encoded:
         valid, nsec = self.timeout()
+        if self.encode_fast:
+            return Encoded(FuseAttrOut, _ATTR_OUT.build(attr_valid=valid, attr_valid_nsec=nsec,
+                                                         **attr_fields(inode, "attr.")))
         return FuseAttrOut(attr_valid=valid, attr_valid_nsec=nsec, attr=self.attr_of(inode))
+
+    def part(self, cls: type[Packet], **fields: Any) -> Part:
+        """A flat struct reply part: ``cls(**fields)``, or its bytes when encoding fast."""
+        if self.encode_fast:
+            return Encoded(cls, codec(cls).build(**fields))
+        return cls(**fields)
+
+    def raw(self, data: bytes) -> Part:
+        """Bytes as a reply part (``Raw``)."""
+        return Encoded(Raw, data) if self.encode_fast else Raw(data)
 
     def wait_for(self, request: Request, attempt: Callable[[], None]) -> None:
         """Retry ``attempt`` (which raises LockWouldBlock) after each request, until it succeeds
@@ -308,9 +342,9 @@ class ReferenceServer:
                     raise FsError(errno.EINTR) from None
                 self.changed.wait(timeout=1.0)
 
-    def open_out(self, fh: int, *, directory: bool = False) -> FuseOpenOut:
+    def open_out(self, fh: int, *, directory: bool = False) -> Part:
         flags = 0 if directory else CACHE_OPEN_FLAGS[self.options.cache]
-        return FuseOpenOut(fh=fh, open_flags=flags)
+        return self.part(FuseOpenOut, fh=fh, open_flags=flags)
 
 
 def _main_thread_takes_signals() -> None:
@@ -322,17 +356,27 @@ def _main_thread_takes_signals() -> None:
 
 def fuse_attr(inode: Inode) -> FuseAttr:
     """The model's inode as fuse_attr (times split into seconds and nanoseconds)."""
-    return FuseAttr(
-        ino=inode.ino, size=inode.size, blocks=inode.blocks,
-        atime=inode.atime // NS, mtime=inode.mtime // NS, ctime=inode.ctime // NS,
-        atimensec=inode.atime % NS, mtimensec=inode.mtime % NS, ctimensec=inode.ctime % NS,
-        mode=inode.mode, nlink=inode.nlink, uid=inode.uid, gid=inode.gid, rdev=inode.rdev,
-        blksize=4096)
+    return FuseAttr(**attr_fields(inode))
+
+
+def attr_fields(inode: Inode, prefix: str = "") -> dict[str, Any]:
+    """fuse_attr's fields for ``inode``, named ``prefix + field`` (``attr.ino`` for a codec)."""
+    atime, mtime, ctime = divmod(inode.atime, NS), divmod(inode.mtime, NS), divmod(inode.ctime, NS)
+    values = (inode.ino, inode.size, inode.blocks, atime[0], mtime[0], ctime[0], atime[1], mtime[1],
+              ctime[1], inode.mode, inode.nlink, inode.uid, inode.gid, inode.rdev, 4096)
+    return dict(zip(_attr_names(prefix), values, strict=True))
+
+
+@cache
+def _attr_names(prefix: str) -> tuple[str, ...]:
+    return tuple(prefix + name for name in ("ino", "size", "blocks", "atime", "mtime", "ctime",
+                                            "atimensec", "mtimensec", "ctimensec", "mode", "nlink",
+                                            "uid", "gid", "rdev", "blksize"))
 
 
 def caller(request: Request) -> Cred:
     """The requesting process's credentials; supplementary groups from /proc/PID/status."""
-    header = request.packet
+    header = request.header
     uid, gid, pid = int(header.uid), int(header.gid), int(header.pid)
     return Cred(uid=uid, gid=gid, groups=process_groups(pid), pid=pid)
 
@@ -357,41 +401,39 @@ def name_of(layer: Packet) -> bytes:
 
 
 def names(request: Request) -> list[bytes]:
-    return [name_of(layer) for layer in request.packet.iterpayloads() if isinstance(layer, FuseName)]
+    return request.names()
 
 
 def payload_after(request: Request, cls: type[Packet]) -> bytes:
     """The bytes following the ``cls`` layer (WRITE data, xattr values)."""
-    layer = request.packet[cls]
-    return bytes(layer.payload)
+    return request.data(cls)
 
 
 # -- handlers ----------------------------------------------------------------
 @handles(c.FUSE_LOOKUP)
-def _lookup(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+def _lookup(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     return srv.entry(srv.fs.lookup(req.nodeid, names(req)[0], cred))
 
 
 @handles(c.FUSE_FORGET)
 def _forget(srv: ReferenceServer, req: Request, cred: Cred) -> None:
-    srv.fs.forget(req.nodeid, int(req.packet[FuseForgetIn].nlookup))
+    srv.fs.forget(req.nodeid, int(req.layer(FuseForgetIn).nlookup))
 
 
 @handles(c.FUSE_BATCH_FORGET)
 def _batch_forget(srv: ReferenceServer, req: Request, cred: Cred) -> None:
-    for one in req.packet.iterpayloads():
-        if isinstance(one, FuseForgetOne):
-            srv.fs.forget(int(one.nodeid), int(one.nlookup))
+    for one in req.records(FuseForgetOne):
+        srv.fs.forget(int(one.nodeid), int(one.nlookup))
 
 
 @handles(c.FUSE_GETATTR)
-def _getattr(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+def _getattr(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     return srv.attr_out(srv.fs.getattr(req.nodeid))
 
 
 @handles(c.FUSE_SETATTR)
-def _setattr(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
-    arg = req.packet[FuseSetattrIn]
+def _setattr(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
+    arg = req.layer(FuseSetattrIn)
     valid = int(arg.valid)
     changes: dict[str, Any] = {}
     if valid & c.FATTR_MODE:
@@ -422,20 +464,20 @@ def _readlink(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
 
 
 @handles(c.FUSE_SYMLINK)
-def _symlink(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+def _symlink(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     name, target = names(req)
     return srv.entry(srv.fs.symlink(req.nodeid, name, target, cred))
 
 
 @handles(c.FUSE_MKNOD)
-def _mknod(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+def _mknod(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     arg = req.packet[FuseMknodIn]
     return srv.entry(srv.fs.mknod(req.nodeid, names(req)[0], int(arg.mode), int(arg.rdev), cred,
                                   umask=int(arg.umask or 0)))
 
 
 @handles(c.FUSE_MKDIR)
-def _mkdir(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+def _mkdir(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     arg = req.packet[FuseMkdirIn]
     return srv.entry(srv.fs.mkdir(req.nodeid, names(req)[0], int(arg.mode), cred,
                                   umask=int(arg.umask)))
@@ -463,50 +505,56 @@ def _rename(srv: ReferenceServer, req: Request, cred: Cred) -> None:
 
 
 @handles(c.FUSE_LINK)
-def _link(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+def _link(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     old = int(req.packet[FuseLinkIn].oldnodeid)
     return srv.entry(srv.fs.link(old, req.nodeid, names(req)[0], cred))
 
 
 @handles(c.FUSE_OPEN)
-def _open(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
-    flags = int(req.packet[FuseOpenIn].flags)
+def _open(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
+    flags = int(req.layer(FuseOpenIn).flags)
     return srv.open_out(srv.fs.open(req.nodeid, flags, cred))
 
 
 @handles(c.FUSE_READ)
-def _read(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
-    arg = req.packet[FuseReadIn]
-    return Raw(srv.fs.read(int(arg.fh), int(arg.offset), int(arg.size)))
+def _read(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
+    arg = req.layer(FuseReadIn)
+    return srv.raw(srv.fs.read(int(arg.fh), int(arg.offset), int(arg.size)))
 
 
 @handles(c.FUSE_WRITE)
-def _write(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
-    arg = req.packet[FuseWriteIn]
+def _write(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
+    arg = req.layer(FuseWriteIn)
     data = payload_after(req, FuseWriteIn)[: int(arg.size)]
     written = srv.fs.write(int(arg.fh), int(arg.offset), data,
                            kill_suidgid=bool(int(arg.write_flags or 0) & c.FUSE_WRITE_KILL_SUIDGID))
-    return FuseWriteOut(size=written)
+    return srv.part(FuseWriteOut, size=written)
 
 
 @handles(c.FUSE_STATFS)
-def _statfs(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
-    return FuseStatfsOut(st=FuseKstatfs(**srv.fs.statfs()))  # type: ignore[arg-type]
+def _statfs(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
+    fields = srv.fs.statfs()
+    if srv.encode_fast:
+        return Encoded(FuseStatfsOut, _STATFS_OUT.build(**{f"st.{k}": v for k, v in fields.items()}))
+    return FuseStatfsOut(st=FuseKstatfs(**fields))  # type: ignore[arg-type]
+
+
+_STATFS_OUT = codec(FuseStatfsOut)
 
 
 @handles(c.FUSE_RELEASE)
 def _release(srv: ReferenceServer, req: Request, cred: Cred) -> None:
-    srv.fs.release(int(req.packet[FuseReleaseIn].fh))
+    srv.fs.release(int(req.layer(FuseReleaseIn).fh))
 
 
 @handles(c.FUSE_RELEASEDIR)
 def _releasedir(srv: ReferenceServer, req: Request, cred: Cred) -> None:
-    srv.fs.releasedir(int(req.packet[FuseReleaseIn].fh))
+    srv.fs.releasedir(int(req.layer(FuseReleaseIn).fh))
 
 
 @handles(c.FUSE_FLUSH)
 def _flush(srv: ReferenceServer, req: Request, cred: Cred) -> None:
-    arg = req.packet[FuseFlushIn]
+    arg = req.layer(FuseFlushIn)
     srv.fs.flush(int(arg.fh), int(arg.lock_owner))
 
 
@@ -525,26 +573,26 @@ def _setxattr(srv: ReferenceServer, req: Request, cred: Cred) -> None:
 
 
 @handles(c.FUSE_GETXATTR)
-def _getxattr(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
-    size = int(req.packet[FuseGetxattrIn].size)
+def _getxattr(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
+    size = int(req.layer(FuseGetxattrIn).size)
     value = srv.fs.getxattr(req.nodeid, names(req)[0], cred)
-    return sized_value(value, size)
+    return sized_value(srv, value, size)
 
 
 @handles(c.FUSE_LISTXATTR)
-def _listxattr(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
-    size = int(req.packet[FuseGetxattrIn].size)
+def _listxattr(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
+    size = int(req.layer(FuseGetxattrIn).size)
     listing = b"".join(name + b"\0" for name in srv.fs.listxattr(req.nodeid, cred))
-    return sized_value(listing, size)
+    return sized_value(srv, listing, size)
 
 
-def sized_value(value: bytes, size: int) -> Packet:
+def sized_value(srv: ReferenceServer, value: bytes, size: int) -> Part:
     """GETXATTR/LISTXATTR: the size for a size-0 probe, ERANGE when it does not fit."""
     if size == 0:
-        return FuseGetxattrOut(size=len(value))
+        return srv.part(FuseGetxattrOut, size=len(value))
     if len(value) > size:
         raise FsError(errno.ERANGE)
-    return Raw(value)
+    return srv.raw(value)
 
 
 @handles(c.FUSE_REMOVEXATTR)
@@ -553,39 +601,49 @@ def _removexattr(srv: ReferenceServer, req: Request, cred: Cred) -> None:
 
 
 @handles(c.FUSE_OPENDIR)
-def _opendir(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
+def _opendir(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     return srv.open_out(srv.fs.opendir(req.nodeid, cred), directory=True)
 
 
 @handles(c.FUSE_READDIR, c.FUSE_READDIRPLUS)
-def _readdir(srv: ReferenceServer, req: Request, cred: Cred) -> Packet | None:
+def _readdir(srv: ReferenceServer, req: Request, cred: Cred) -> Part | None:
     """The entries from the offset on, as many as the kernel's buffer takes. READDIRPLUS looks
     each up too: a record with a nodeid counts one kernel reference; ``.``, ``..`` and names the
     caller may not look up go with nodeid 0 (no attributes)."""
-    arg = req.packet[FuseReadIn]
+    arg = req.layer(FuseReadIn)
     plus = req.opcode == c.FUSE_READDIRPLUS
     room = int(arg.size)
     directory = srv.fs.directory_of(int(arg.fh)) if plus else 0
-    records: list[Packet] = []
+    records: list[Any] = []
     for name, ino, kind, next_offset in srv.fs.readdir(int(arg.fh), int(arg.offset)):
-        dirent = FuseDirent(ino=ino, off=next_offset, type=kind, name=name)
-        length = ((c.FUSE_NAME_OFFSET + len(name) + 7) & ~7) + (fixed_size(FuseEntryOut) if plus else 0)
+        length = ((c.FUSE_NAME_OFFSET + len(name) + 7) & ~7) + (_ENTRY_SIZE if plus else 0)
         if length > room:
             break
         room -= length
-        if not plus:
-            records.append(dirent)
-            continue
-        entry = FuseEntryOut()
-        if name not in (b".", b".."):
+        entry: Any = None
+        if plus and name not in (b".", b".."):
             try:
                 entry = srv.entry(srv.fs.lookup(directory, name, cred))
             except FsError:
                 pass
-        records.append(FuseDirentplus(entry_out=entry, dirent=dirent))
+        records.append(_dirent(srv, ino, next_offset, kind, name, plus, entry))
     if not records:
         return None
-    return FuseDirentplusList(dirents=records) if plus else FuseDirentList(dirents=records)
+    cls = FuseDirentplusList if plus else FuseDirentList
+    if srv.encode_fast:
+        return Encoded(cls, b"".join(records))
+    return cls(dirents=records)
+
+
+def _dirent(srv: ReferenceServer, ino: int, off: int, kind: int, name: bytes, plus: bool,
+            entry: Any) -> Any:
+    """One READDIR(PLUS) record: a packet, or its bytes when encoding fast (no entry: zeros)."""
+    if not srv.encode_fast:
+        dirent = FuseDirent(ino=ino, off=off, type=kind, name=name)
+        return FuseDirentplus(entry_out=entry or FuseEntryOut(), dirent=dirent) if plus else dirent
+    raw = _DIRENT.build(ino=ino, off=off, namelen=len(name), type=kind) + name
+    raw += b"\0" * (-len(raw) % DIRENT_ALIGN)
+    return (entry.data if entry is not None else _NO_ENTRY) + raw if plus else raw
 
 
 @handles(c.FUSE_STATX)
@@ -640,19 +698,19 @@ def _setlk(srv: ReferenceServer, req: Request, cred: Cred) -> None:
 
 @handles(c.FUSE_ACCESS)
 def _access(srv: ReferenceServer, req: Request, cred: Cred) -> None:
-    srv.fs.access(req.nodeid, int(req.packet[FuseAccessIn].mask), cred)
+    srv.fs.access(req.nodeid, int(req.layer(FuseAccessIn).mask), cred)
 
 
 @handles(c.FUSE_CREATE)
-def _create(srv: ReferenceServer, req: Request, cred: Cred) -> tuple[Packet, Packet]:
-    arg = req.packet[FuseCreateIn]
+def _create(srv: ReferenceServer, req: Request, cred: Cred) -> tuple[Part, Part]:
+    arg = req.layer(FuseCreateIn)
     inode, fh = srv.fs.create(req.nodeid, names(req)[0], int(arg.mode), int(arg.flags), cred,
                               umask=int(arg.umask or 0))
     return srv.entry(inode), srv.open_out(fh)
 
 
 @handles(c.FUSE_TMPFILE)
-def _tmpfile(srv: ReferenceServer, req: Request, cred: Cred) -> tuple[Packet, Packet]:
+def _tmpfile(srv: ReferenceServer, req: Request, cred: Cred) -> tuple[Part, Part]:
     arg = req.packet[FuseCreateIn]
     inode, fh = srv.fs.tmpfile(req.nodeid, int(arg.mode), cred, umask=int(arg.umask or 0),
                                flags=int(arg.flags))
@@ -663,7 +721,7 @@ def _tmpfile(srv: ReferenceServer, req: Request, cred: Cred) -> tuple[Packet, Pa
 def _interrupt(srv: ReferenceServer, req: Request, cred: Cred) -> None:
     """Marks a request still in progress (a waiting SETLKW then answers EINTR); one already
     answered is ignored, as the kernel expects."""
-    unique = int(req.packet[FuseInterruptIn].unique)
+    unique = int(req.layer(FuseInterruptIn).unique)
     if unique in srv.pending:
         srv.interrupted.add(unique)
 
