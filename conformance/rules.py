@@ -40,9 +40,9 @@ def rule(rule_id: str, statement: str, *, source: str, area: str = "protocol",
     if rule_id in RULES:
         raise ValueError(f"rule id {rule_id} declared twice")
     topic = feature or rule_id.split("-")[1]
-    if opcodes is None:
+    if opcodes is None:  # a wire rule named after its opcode (POSIX rules go through the kernel)
         named = f"FUSE_{rule_id.split('-')[1]}"
-        opcodes = (named,) if named in OPCODES else ()
+        opcodes = (named,) if rule_id.startswith("FUSE-") and named in OPCODES else ()
     RULES[rule_id] = Rule(rule_id, statement, source, area, topic, tuple(opcodes))
 
     def decorate(test: F) -> F:

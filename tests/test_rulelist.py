@@ -1,0 +1,21 @@
+"""RULES.md is generated from the code, current, and names every opcode a server receives."""
+
+from __future__ import annotations
+
+from conformance.rulelist import RULES_MD, SERVER_OPCODES, by_opcode, load_rules, render
+
+
+def test_rules_md_is_current() -> None:
+    assert RULES_MD.read_text() == render(load_rules()), "RULES.md is stale: run python -m conformance.rulelist"
+
+
+def test_every_server_opcode_has_rules() -> None:
+    table = by_opcode(load_rules())
+    bare = [op for op in ("INIT", *SERVER_OPCODES) if not table[op]]
+    assert not bare, f"opcodes no rule checks: {bare}"
+
+
+def test_every_rule_is_listed_once() -> None:
+    text = RULES_MD.read_text()
+    for rule_id in load_rules():
+        assert text.count(f"| {rule_id} |") == 1, rule_id
