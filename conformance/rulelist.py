@@ -58,7 +58,8 @@ def render(rules: dict[str, Rule]) -> str:
         lines += [f"## {area} ({len(chosen)})", "", "| rule | statement | source |", "| --- | --- | --- |"]
         lines += [f"| {r.id} | {_cell(r.statement)} | {_cell(r.source)} |" for r in chosen]
         lines.append("")
-    lines += ["## By opcode", "", "Every opcode a server can receive, and the rules that check how it answers.", "",
+    lines += ["## By opcode", "",
+              "Every opcode a server can receive, and the wire rules that check how it answers.", "",
               "| opcode | rules |", "| --- | --- |"]
     lines += [f"| {op} | {', '.join(ids) or '(none)'} |" for op, ids in by_opcode(rules).items()]
     return "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@ from conformance.rulelist import RULES_MD, SERVER_OPCODES, by_opcode, load_rules
 
 
 def test_rules_md_is_current() -> None:
-    assert RULES_MD.read_text() == render(load_rules()), "RULES.md is stale: run python -m conformance.rulelist"
+    stale = "RULES.md is stale: run python -m conformance.rulelist"
+    assert RULES_MD.read_text() == render(load_rules()), stale
 
 
 def test_every_server_opcode_has_rules() -> None:
@@ -16,6 +17,6 @@ def test_every_server_opcode_has_rules() -> None:
 
 
 def test_every_rule_is_listed_once() -> None:
-    text = RULES_MD.read_text()
+    rows = [line.split(" | ")[0] for line in RULES_MD.read_text().splitlines() if line.startswith("| ")]
     for rule_id in load_rules():
-        assert text.count(f"| {rule_id} |") == 1, rule_id
+        assert rows.count(f"| {rule_id}") == 1, rule_id
