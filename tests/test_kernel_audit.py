@@ -50,8 +50,8 @@ class Stream:
         self.audit.request(data)
         return self.server.receive(data)
 
-    def request(self, opcode: int, *layers: Packet, nodeid: int = c.FUSE_ROOT_ID, **kw: int) -> Request:
-        return self.send(self.kernel.request(opcode, *layers, nodeid=nodeid, **kw))
+    def request(self, opcode: int, *layers: Packet, nodeid: int = c.FUSE_ROOT_ID) -> Request:
+        return self.send(self.kernel.request(opcode, *layers, nodeid=nodeid))
 
     def answer(self, request: Request, *layers: Packet, init: bool = False, error: int = 0) -> bytes:
         if init:
