@@ -37,6 +37,7 @@ READ_ONLY = {errno.EROFS, errno.ENOSYS, errno.EACCES, errno.EPERM, errno.EOPNOTS
 #: errors a server may give for an operation it does not offer (kernel: ENOSYS is remembered)
 UNSUPPORTED = {errno.ENOSYS, errno.EOPNOTSUPP}
 _serial = itertools.count()
+MADE: list[Workdir] = []  # scratch directories made by the running test, removed after it
 
 
 def not_offered(reply: Reply, what: str) -> None:
@@ -55,12 +56,17 @@ class File:
     entry: Packet  # the fuse_entry_out that made it
 
 
+def unique_name(prefix: str) -> bytes:
+    """A name no other test, worker or run uses at the same time."""
+    return f"{prefix}-{os.getpid()}-{next(_serial)}".encode()
+
+
 class Workdir:
     """A fresh directory under the root (``nodeid``), for one rule's requests."""
 
     def __init__(self, conn: KernelConnection) -> None:
         self.conn = conn
-        name = f"fusecheck-{os.getpid()}-{next(_serial)}".encode()
+        name = unique_name("fusecheck")
         reply = conn.call(c.FUSE_MKDIR, FuseMkdirIn(mode=0o755), FuseName(name=name),
                           nodeid=c.FUSE_ROOT_ID)
         if -reply.error in READ_ONLY:
@@ -70,6 +76,12 @@ class Workdir:
         assert_well_formed(reply)
         self.name = name
         self.nodeid = int(reply.body.nodeid)
+        MADE.append(self)
+
+    def remove(self) -> None:
+        """Remove the directory and all it holds (best effort: the tree may be what broke)."""
+        _empty(self.conn, self.nodeid)
+        self.conn.call(c.FUSE_RMDIR, FuseName(name=self.name), nodeid=c.FUSE_ROOT_ID)
 
     def call(self, opcode: int, *layers: Packet, nodeid: int | None = None) -> Reply:
         return self.conn.call(opcode, *layers, nodeid=self.nodeid if nodeid is None else nodeid)
@@ -135,3 +147,19 @@ def open_out(reply: Reply) -> Packet:
     """The fuse_open_out of a CREATE or TMPFILE reply (after its fuse_entry_out)."""
     assert FuseOpenOut in reply.packet, f"{reply.opcode_name} reply has no fuse_open_out"
     return reply.packet[FuseOpenOut]
+
+
+def _empty(conn: KernelConnection, nodeid: int, depth: int = 0) -> None:
+    """UNLINK (or, for directories, empty and RMDIR) every entry of directory ``nodeid``."""
+    from conformance.walk import list_directory
+
+    for entry in list_directory(conn, nodeid):
+        if entry.name in (b".", b".."):
+            continue
+        reply = conn.call(c.FUSE_UNLINK, FuseName(name=entry.name), nodeid=nodeid)
+        if reply.ok or depth > 8:
+            continue
+        found = conn.call(c.FUSE_LOOKUP, FuseName(name=entry.name), nodeid=nodeid)
+        if found.ok and found.body is not None and int(found.body.nodeid):
+            _empty(conn, int(found.body.nodeid), depth + 1)
+            conn.call(c.FUSE_RMDIR, FuseName(name=entry.name), nodeid=nodeid)

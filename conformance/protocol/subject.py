@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from conformance.checks import errno_name
-from conformance.protocol.scratch import READ_ONLY, File, Workdir
+from conformance.protocol.scratch import READ_ONLY, File, Workdir, unique_name
 from conformance.walk import O_DIRECTORY, find_entry
 from protocol import constants as c
 from protocol.events import Reply
@@ -63,9 +63,10 @@ class Subject:
 def open_subject(conn: KernelConnection) -> Subject:
     """A scratch directory with a file in it; or, on a read-only tree, the root and a
     regular file it lists opened read-only. Not applicable when there is neither."""
-    probe = conn.call(c.FUSE_MKDIR, FuseMkdirIn(mode=0o755), FuseName(name=b"fusecheck-probe"))
-    if probe.ok or -probe.error == errno.EEXIST:
-        conn.call(c.FUSE_RMDIR, FuseName(name=b"fusecheck-probe"))
+    probe_name = unique_name("fusecheck-probe")
+    probe = conn.call(c.FUSE_MKDIR, FuseMkdirIn(mode=0o755), FuseName(name=probe_name))
+    if probe.ok:
+        conn.call(c.FUSE_RMDIR, FuseName(name=probe_name))
         workdir = Workdir(conn)
         return Subject(conn, workdir.nodeid, workdir.file(b"file", FILE_DATA), True, workdir)
     if -probe.error not in READ_ONLY:

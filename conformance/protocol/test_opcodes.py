@@ -20,6 +20,7 @@ from conformance.protocol.subject import Subject, open_subject
 from conformance.rules import rule
 from protocol import constants as c
 from protocol.events import Reply
+from protocol.state import CLOSED
 from protocol.layers.notify import FuseNotifyRetrieveIn
 from protocol.layers.structs import (
     FuseAccessIn,
@@ -189,7 +190,7 @@ SENDS: dict[int, Send] = {
     c.FUSE_CREATE: _create,
     c.FUSE_INTERRUPT: lambda s: None,  # FUSE-INTERRUPT-001 judges it, with a request in flight
     c.FUSE_BMAP: lambda s: _name(s, c.FUSE_BMAP, FuseBmapIn(block=0, blocksize=4096), on="file"),
-    c.FUSE_DESTROY: lambda s: s.conn.call(c.FUSE_DESTROY, nodeid=0),
+    c.FUSE_DESTROY: lambda s: _destroy(s),
     c.FUSE_IOCTL: lambda s: _name(s, c.FUSE_IOCTL, FuseIoctlIn(fh=_file_fh(s), cmd=FIONREAD, out_size=4),
                                   Raw(b""), on="file"),
     c.FUSE_POLL: lambda s: _name(s, c.FUSE_POLL, FusePollIn(fh=_file_fh(s), events=POLLIN), on="file"),
@@ -207,6 +208,16 @@ SENDS: dict[int, Send] = {
 }
 
 
+def _destroy(sub: Subject) -> Reply:
+    """DESTROY, after the scratch directory is gone (no request may follow it)."""
+    from conformance.protocol.scratch import MADE
+
+    for workdir in [w for w in MADE if w.conn is sub.conn]:
+        MADE.remove(workdir)
+        workdir.remove()
+    return sub.conn.call(c.FUSE_DESTROY, nodeid=0)
+
+
 def _copy(sub: Subject) -> FuseCopyFileRangeIn:
     """Copy the file's first 16 bytes to its end (within the same file: no second open)."""
     return FuseCopyFileRangeIn(fh_in=sub.file.fh, off_in=0, nodeid_out=sub.file.nodeid,
@@ -217,7 +228,7 @@ def _copy(sub: Subject) -> FuseCopyFileRangeIn:
 def subject(ready: KernelConnection) -> Iterator[Subject]:
     opened = open_subject(ready)
     yield opened
-    if opened.conn.session.state != "closed":
+    if opened.conn.session.state != CLOSED:
         opened.close()
 
 
