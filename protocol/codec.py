@@ -6,7 +6,8 @@ The format and the field names come from the scapy class (``struct_format``,
 ``codec(FuseInHeader).pack(len=40, opcode=FUSE_GETATTR, unique=2, nodeid=1)``.
 In a hot loop use the precompiled ``codec(cls).struct`` with positional values,
 or pack a template once and patch the fields that change with ``field(name)``.
-``build`` packs with the class's own defaults (``bytes(cls(**fields))``),
+``build`` packs with the class's own defaults (``bytes(cls(**fields))``;
+``builder(*names)`` makes a positional packer of it for hot loops),
 ``record`` reads a flat struct as a named tuple (``.fh``, ``.offset``), and
 ``head_codec`` covers the fixed fields that open a variable part (a dirent's
 ``ino``, ``off``, ``namelen``, ``type``).  ``Encoded`` is a body part already
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import struct
 from collections import namedtuple
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 from scapy.packet import Packet
@@ -77,6 +80,27 @@ class Codec:
             except KeyError:
                 raise TypeError(f"{self.cls.__name__} has no field {name!r}") from None
         return self.struct.pack(*values)
+
+    def builder(self, *names: str) -> Callable[..., bytes]:
+        """``build`` for a hot loop: a packer taking the values of ``names`` positionally."""
+        if self._built is None:
+            self._built = self.struct.unpack_from(bytes(self.cls()))
+        base = self._built
+        pick = list(range(len(base)))
+        for j, name in enumerate(names):
+            try:
+                pick[self._index[name]] = len(base) + j
+            except KeyError:
+                raise TypeError(f"{self.cls.__name__} has no field {name!r}") from None
+        pack = self.struct.pack
+        if len(pick) == 1:  # itemgetter of one index gives the value, not a tuple
+            return lambda *values: pack((base + values)[pick[0]])
+        getter = itemgetter(*pick)
+
+        def build(*values: Any) -> bytes:
+            return pack(*getter(base + values))
+
+        return build
 
     def record(self, data: Readable, offset: int = 0) -> Any:
         """The struct read from ``data`` at ``offset`` as a named tuple (flat classes only)."""
