@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from scapy.packet import Packet
 
@@ -91,8 +91,15 @@ class Request(_Lazy):
                  decode: Decode | None = None, fast: Fast | None = None) -> None:
         if packet is None and decode is None:
             raise TypeError("Request needs its packet or a decode callable")
-        self._set(unique=unique, opcode=opcode, nodeid=nodeid, raw=raw, findings=findings,
-                  _packet=packet, _decode=decode, _fast=fast)
+        set_ = object.__setattr__  # frozen: past our own __setattr__
+        set_(self, "unique", unique)
+        set_(self, "opcode", opcode)
+        set_(self, "nodeid", nodeid)
+        set_(self, "raw", raw)
+        set_(self, "findings", findings)
+        set_(self, "_packet", packet)
+        set_(self, "_decode", decode)
+        set_(self, "_fast", fast)
 
     @property
     def opcode_name(self) -> str:
@@ -142,8 +149,7 @@ class Request(_Lazy):
         return bytes(self.packet[cls].payload)
 
 
-@dataclass(frozen=True, slots=True)
-class Fast:
+class Fast(NamedTuple):
     """What a session read with the codec: the header record, the first body struct
     (``cls``, its record ``arg``; None when the body has none), where the struct ends
     (``tail``), where the extensions begin (``end``) and how many names follow."""

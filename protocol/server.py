@@ -182,21 +182,31 @@ def _request_layers(opcode: int, minor: int, flags: int) -> Layers:
 def _fast(head: Any, data: bytes, minor: int, flags: int) -> Fast | None:
     """The codec's reading of a hot request: None when the kernel's layout at ``minor`` is a
     compat one (then only the packet is read)."""
-    opcode = head.opcode
-    layers = _request_layers(opcode, minor, flags)
-    if layers != REQUEST_LAYERS[opcode]:
+    plan = _plan(head.opcode, minor, flags)
+    if plan is None:
         return None
+    first, size, names = plan
     ext = head.total_extlen * 8  # split off as FuseInHeader.extract_padding does
     end = len(data) - ext if ext and ext <= len(data) - FUSE_IN_HEADER_SIZE else len(data)
-    names = _NAMES.get(opcode, 0)
-    if not layers or layers[0] is FuseName:
+    if first is None:
         return Fast(head, end=end, names=names)
-    first = layers[0]
-    size = fixed_size(first)
     if end - FUSE_IN_HEADER_SIZE < size:
         return Fast(head)
     return Fast(head, first, codec(first).record(data, FUSE_IN_HEADER_SIZE),
                 FUSE_IN_HEADER_SIZE + size, end, names)
+
+
+@cache
+def _plan(opcode: int, minor: int, flags: int) -> tuple[type[Packet] | None, int, int] | None:
+    """(first fixed struct or None, its size, names after it) of a request at ``minor``; None
+    for a compat layout."""
+    layers = _request_layers(opcode, minor, flags)
+    if layers != REQUEST_LAYERS[opcode]:
+        return None
+    names = _NAMES.get(opcode, 0)
+    if not layers or layers[0] is FuseName:
+        return None, 0, names
+    return layers[0], fixed_size(layers[0]), names
 
 
 def decode_request(data: bytes, minor: int, flags: int) -> Packet:
