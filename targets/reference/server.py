@@ -24,9 +24,8 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
+from queue import SimpleQueue
 from typing import Any
 
 from scapy.packet import Packet, Raw
@@ -99,8 +98,15 @@ BASE_WANT = (c.FUSE_ASYNC_READ | c.FUSE_POSIX_LOCKS | c.FUSE_FLOCK_LOCKS | c.FUS
 BLOCKING = frozenset({c.FUSE_SETLKW})
 _HEADER = codec(FuseInHeader)
 STATX_BASIC_STATS = 0x7FF
-_ENTRY, _ATTR_OUT, _OPEN_OUT = codec(FuseEntryOut), codec(FuseAttrOut), codec(FuseOpenOut)
-_DIRENT, _NO_ENTRY = head_codec(FuseDirent), codec(FuseEntryOut).build()
+ATTR_NAMES = ("ino", "size", "blocks", "atime", "mtime", "ctime", "atimensec", "mtimensec",
+              "ctimensec", "mode", "nlink", "uid", "gid", "rdev", "blksize")  # what attr_values gives
+_ENTRY = codec(FuseEntryOut).builder("nodeid", "generation", "entry_valid", "attr_valid",
+                                     "entry_valid_nsec", "attr_valid_nsec",
+                                     *(f"attr.{name}" for name in ATTR_NAMES))
+_ATTR_OUT = codec(FuseAttrOut).builder("attr_valid", "attr_valid_nsec",
+                                       *(f"attr.{name}" for name in ATTR_NAMES))
+_DIRENT = head_codec(FuseDirent).builder("ino", "off", "namelen", "type")
+_NO_ENTRY = codec(FuseEntryOut).build()
 _ENTRY_SIZE = fixed_size(FuseEntryOut)
 DIRENT_ALIGN = 8  # the kernel's FUSE_DIRENT_ALIGN: a name padded to 8 bytes (FuseDirent's PadField)
 Part = Packet | Encoded
@@ -177,6 +183,8 @@ class ReferenceServer:
     #: Uniques read and not yet answered; INTERRUPT names one of them
     pending: set[int] = field(default_factory=set, init=False)
     interrupted: set[int] = field(default_factory=set, init=False)
+    #: Requests waiting on ``changed`` (a blocked SETLKW): only then is it notified
+    waiting: int = field(default=0, init=False)
     destroyed: bool = field(default=False, init=False)
     mutant: Applied = field(init=False)
     #: The kernel's view of our replies (``Options.audit``): every one judged by the validators
@@ -235,7 +243,7 @@ class ReferenceServer:
             return None  # e.g. a NOTIFY_REPLY to a RETRIEVE never sent: nothing is due
         if handler is None:
             return self.mutant.reply(self, request, self.session.error(request, errno.ENOSYS))
-        if any(f.code in MALFORMED for f in request.findings):
+        if request.findings and any(f.code in MALFORMED for f in request.findings):
             return self.session.error(request, errno.EINVAL)
         cred = caller(request)
         try:
@@ -247,7 +255,8 @@ class ReferenceServer:
                 finally:
                     self.pending.discard(request.unique)
                     self.interrupted.discard(request.unique)
-                    self.changed.notify_all()
+                    if self.waiting:
+                        self.changed.notify_all()
         except FsError as exc:
             return self.mutant.reply(self, request, self.session.error(request, exc.errno or errno.EIO))
         except Exception:  # a bug of ours: answer EIO, never leave the kernel waiting
@@ -265,9 +274,15 @@ class ReferenceServer:
 
     def serve(self, read: Callable[[], bytes], write: Callable[[bytes], None], *,
               workers: int = 4) -> None:
-        """Read requests until ``read`` returns b"" (or raises), answer them concurrently."""
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ref",
-                                initializer=_main_thread_takes_signals) as pool:
+        """Read requests until ``read`` returns b"" (or raises), answer them on ``workers``
+        threads; ``workers=0`` answers each on the reading thread (for a transport whose
+        writes never block, as /dev/fuse's: no hand-over between threads)."""
+        queue: SimpleQueue[bytes | None] = SimpleQueue()
+        threads = [threading.Thread(target=self._work, args=(queue, write), name=f"ref-{i}", daemon=True)
+                   for i in range(workers)]
+        for thread in threads:
+            thread.start()
+        try:
             while not self.destroyed:
                 try:
                     data = read()
@@ -277,13 +292,26 @@ class ReferenceServer:
                     break
                 if not data:
                     break
-                header = _HEADER.unpack_dict(data) if len(data) >= _HEADER.size else {}
-                if header.get("opcode") in BLOCKING:
+                header = _HEADER.record(data) if len(data) >= _HEADER.size else None
+                if header is not None and header.opcode in BLOCKING:
                     with self.lock:  # known before any INTERRUPT naming it is handled
-                        self.pending.add(int(header["unique"]))
+                        self.pending.add(header.unique)
                     threading.Thread(target=self._answer_blocking, args=(data, write), daemon=True).start()
+                elif threads:
+                    queue.put(data)
                 else:
-                    pool.submit(self._answer, data, write)
+                    self._answer(data, write)
+        finally:
+            for _ in threads:
+                queue.put(None)
+            for thread in threads:
+                thread.join()
+
+    def _work(self, queue: SimpleQueue[bytes | None], write: Callable[[bytes], None]) -> None:
+        """A worker: answer what the reader queues until it queues None."""
+        _main_thread_takes_signals()
+        while (data := queue.get()) is not None:
+            self._answer(data, write)
 
     def _answer_blocking(self, data: bytes, write: Callable[[bytes], None]) -> None:
         _main_thread_takes_signals()
@@ -307,18 +335,17 @@ class ReferenceServer:
 
     def entry(self, inode: Inode) -> FuseEntryOut | Encoded:
         valid, nsec = self.timeout()
-        head: dict[str, Any] = {"nodeid": inode.ino, "generation": inode.generation,
-                                "entry_valid": valid, "attr_valid": valid,
-                                "entry_valid_nsec": nsec, "attr_valid_nsec": nsec}
         if self.encode_fast:
-            return Encoded(FuseEntryOut, _ENTRY.build(**head, **attr_fields(inode, "attr.")))
-        return FuseEntryOut(**head, attr=self.attr_of(inode))
+            return Encoded(FuseEntryOut, _ENTRY(inode.ino, inode.generation, valid, valid, nsec, nsec,
+                                                *attr_values(inode)))
+        return FuseEntryOut(nodeid=inode.ino, generation=inode.generation, entry_valid=valid,
+                            attr_valid=valid, entry_valid_nsec=nsec, attr_valid_nsec=nsec,
+                            attr=self.attr_of(inode))
 
     def attr_out(self, inode: Inode) -> FuseAttrOut | Encoded:
         valid, nsec = self.timeout()
         if self.encode_fast:
-            return Encoded(FuseAttrOut, _ATTR_OUT.build(attr_valid=valid, attr_valid_nsec=nsec,
-                                                         **attr_fields(inode, "attr.")))
+            return Encoded(FuseAttrOut, _ATTR_OUT(valid, nsec, *attr_values(inode)))
         return FuseAttrOut(attr_valid=valid, attr_valid_nsec=nsec, attr=self.attr_of(inode))
 
     def part(self, cls: type[Packet], **fields: Any) -> Part:
@@ -340,7 +367,11 @@ class ReferenceServer:
             except LockWouldBlock:
                 if request.unique in self.interrupted or self.destroyed:
                     raise FsError(errno.EINTR) from None
-                self.changed.wait(timeout=1.0)
+                self.waiting += 1
+                try:
+                    self.changed.wait(timeout=1.0)
+                finally:
+                    self.waiting -= 1
 
     def open_out(self, fh: int, *, directory: bool = False) -> Part:
         flags = 0 if directory else CACHE_OPEN_FLAGS[self.options.cache]
@@ -356,29 +387,37 @@ def _main_thread_takes_signals() -> None:
 
 def fuse_attr(inode: Inode) -> FuseAttr:
     """The model's inode as fuse_attr (times split into seconds and nanoseconds)."""
-    return FuseAttr(**attr_fields(inode))
+    fields: dict[str, Any] = dict(zip(ATTR_NAMES, attr_values(inode), strict=True))
+    return FuseAttr(**fields)
 
 
-def attr_fields(inode: Inode, prefix: str = "") -> dict[str, Any]:
-    """fuse_attr's fields for ``inode``, named ``prefix + field`` (``attr.ino`` for a codec)."""
+def attr_values(inode: Inode) -> tuple[int, ...]:
+    """fuse_attr's fields for ``inode``, in ``ATTR_NAMES`` order."""
     atime, mtime, ctime = divmod(inode.atime, NS), divmod(inode.mtime, NS), divmod(inode.ctime, NS)
-    values = (inode.ino, inode.size, inode.blocks, atime[0], mtime[0], ctime[0], atime[1], mtime[1],
-              ctime[1], inode.mode, inode.nlink, inode.uid, inode.gid, inode.rdev, 4096)
-    return dict(zip(_attr_names(prefix), values, strict=True))
-
-
-@cache
-def _attr_names(prefix: str) -> tuple[str, ...]:
-    return tuple(prefix + name for name in ("ino", "size", "blocks", "atime", "mtime", "ctime",
-                                            "atimensec", "mtimensec", "ctimensec", "mode", "nlink",
-                                            "uid", "gid", "rdev", "blksize"))
+    return (inode.ino, inode.size, inode.blocks, atime[0], mtime[0], ctime[0], atime[1], mtime[1],
+            ctime[1], inode.mode, inode.nlink, inode.uid, inode.gid, inode.rdev, 4096)
 
 
 def caller(request: Request) -> Cred:
     """The requesting process's credentials; supplementary groups from /proc/PID/status."""
     header = request.header
-    uid, gid, pid = int(header.uid), int(header.gid), int(header.pid)
-    return Cred(uid=uid, gid=gid, groups=process_groups(pid), pid=pid)
+    return Caller(int(header.uid), int(header.gid), int(header.pid))
+
+
+class Caller(Cred):
+    """A requester's credentials whose supplementary groups are read from /proc/PID/status
+    when first asked for: most requests need no group check."""
+
+    def __init__(self, uid: int, gid: int, pid: int) -> None:  # Cred's fields, groups aside
+        self.__dict__.update(uid=uid, gid=gid, pid=pid, _groups=None)
+
+    @property  # type: ignore[override]
+    def groups(self) -> tuple[int, ...]:
+        groups: tuple[int, ...] | None = self.__dict__["_groups"]
+        if groups is None:
+            groups = process_groups(self.pid)
+            object.__setattr__(self, "_groups", groups)
+        return groups
 
 
 def process_groups(pid: int) -> tuple[int, ...]:
@@ -641,7 +680,7 @@ def _dirent(srv: ReferenceServer, ino: int, off: int, kind: int, name: bytes, pl
     if not srv.encode_fast:
         dirent = FuseDirent(ino=ino, off=off, type=kind, name=name)
         return FuseDirentplus(entry_out=entry or FuseEntryOut(), dirent=dirent) if plus else dirent
-    raw = _DIRENT.build(ino=ino, off=off, namelen=len(name), type=kind) + name
+    raw = _DIRENT(ino, off, len(name), kind) + name
     raw += b"\0" * (-len(raw) % DIRENT_ALIGN)
     return (entry.data if entry is not None else _NO_ENTRY) + raw if plus else raw
 
