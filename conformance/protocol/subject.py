@@ -4,7 +4,6 @@ the entries the server already has (a read-only server still gets every request)
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from dataclasses import dataclass, field
@@ -77,5 +76,6 @@ def open_subject(conn: KernelConnection) -> Subject:
     opened = conn.call(c.FUSE_OPEN, FuseOpenIn(flags=os.O_RDONLY), nodeid=found.nodeid)
     assert opened.ok and opened.body is not None, (
         f"OPEN of {found.entry.name!r} answered {errno_name(opened.error)}")
+    assert found.lookup.body is not None  # find_entry only gives a LOOKUP that answered an entry
     file = File(found.entry.name, found.nodeid, int(opened.body.fh), found.lookup.body)
     return Subject(conn, c.FUSE_ROOT_ID, file, False)

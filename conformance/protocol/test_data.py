@@ -6,12 +6,13 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 from scapy.packet import Packet
 
 from conformance.checks import assert_error, assert_well_formed, errno_name
-from conformance.protocol.scratch import File, Workdir, not_offered
+from conformance.protocol.scratch import File, Workdir, not_offered, open_out
 from conformance.rules import rule
 from protocol import constants as c
 from protocol.layers.structs import (
@@ -24,6 +25,7 @@ from protocol.layers.structs import (
     FuseLseekIn,
     FuseOpenIn,
     FuseSetattrIn,
+    FuseStatxIn,
 )
 from targets.connection import KernelConnection
 
@@ -37,6 +39,12 @@ DATA = bytes(range(256)) * 8  # 2 KiB
 @pytest.fixture
 def work(ready: KernelConnection) -> Iterator[Workdir]:
     yield Workdir(ready)
+
+
+def _first_difference(got: bytes, expected: bytes) -> int:
+    """The first offset where the two differ (the shorter length when one is a prefix of the other)."""
+    return next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
+                min(len(got), len(expected)))
 
 
 @pytest.fixture
@@ -54,12 +62,13 @@ def test_write_then_read(work: Workdir) -> None:
     for offset, data in ((0, DATA), (100, b"overwritten"), (len(DATA) + 4096, b"after a hole")):
         reply = work.write(file, offset, data)
         assert reply.ok and reply.body is not None, f"WRITE answered {errno_name(reply.error)}"
-        assert int(reply.body.size) == len(data), f"WRITE of {len(data)} bytes answered size {reply.body.size}"
+        assert int(reply.body.size) == len(data), (
+            f"WRITE of {len(data)} bytes answered size {reply.body.size}")
     expected = bytearray(DATA) + bytes(4096) + b"after a hole"
     expected[100:111] = b"overwritten"
     got = work.read(file, 0, len(expected) + 100)
-    assert got == bytes(expected), f"READ gave {len(got)} bytes, first difference at " \
-        f"{next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))}"
+    assert got == bytes(expected), (
+        f"READ gave {len(got)} bytes, first difference at {_first_difference(got, bytes(expected))}")
 
 
 @rule("FUSE-READ-002",
@@ -74,7 +83,9 @@ def test_read_at_end(work: Workdir, file: File) -> None:
 
 
 def _setattr(work: Workdir, file: File, **fields: int) -> Packet:
-    reply = work.conn.call(c.FUSE_SETATTR, FuseSetattrIn(**fields), nodeid=file.nodeid)
+    # the cast: mypy would match the ints against Packet.__init__'s own parameters (_pkt...) too
+    body = FuseSetattrIn(**cast("dict[str, Any]", fields))
+    reply = work.conn.call(c.FUSE_SETATTR, body, nodeid=file.nodeid)
     assert reply.ok and reply.body is not None, f"SETATTR answered {errno_name(reply.error)}"
     assert_well_formed(reply)
     return reply.body.attr
@@ -119,9 +130,11 @@ def test_setattr_size_only(work: Workdir, file: File) -> None:
       source="linux fs/fuse/dir.c fuse_do_setattr (iattr_to_fattr); utimensat(2); fuse_init_out time_gran",
       opcodes=("FUSE_SETATTR",))
 def test_setattr_times(work: Workdir, file: File) -> None:
-    gran = max(int(work.conn.session.negotiated.reply.time_gran or 1), 1) if work.conn.session.negotiated else 1
+    negotiated = work.conn.session.negotiated
+    gran = max(int(negotiated.reply.time_gran or 1), 1) if negotiated else 1
     before = work.getattr(file.nodeid)
-    attr = _setattr(work, file, valid=c.FATTR_ATIME | c.FATTR_MTIME, atime=1_000_000_000, atimensec=123_456_789,
+    attr = _setattr(work, file, valid=c.FATTR_ATIME | c.FATTR_MTIME,
+                    atime=1_000_000_000, atimensec=123_456_789,
                     mtime=2_000_000_000, mtimensec=987_654_321)
     after = work.getattr(file.nodeid)
     for got in (attr, after):
@@ -134,7 +147,8 @@ def test_setattr_times(work: Workdir, file: File) -> None:
 @rule("FUSE-FSYNC-001",
       "FLUSH, FSYNC (data or all) and FSYNCDIR answer success (or ENOSYS: not offered), and what was "
       "written before still reads back",
-      source=f"{FILE_C} fuse_flush and fuse_fsync_common (ENOSYS is remembered, other errors reach the caller)",
+      source=f"{FILE_C} fuse_flush and fuse_fsync_common "
+             "(ENOSYS is remembered, other errors reach the caller)",
       opcodes=("FUSE_FLUSH", "FUSE_FSYNC", "FUSE_FSYNCDIR"))
 def test_flush_and_fsync(work: Workdir, file: File) -> None:
     dir_fh = work.call(c.FUSE_OPENDIR, FuseOpenIn(flags=0o200000))
@@ -144,7 +158,8 @@ def test_flush_and_fsync(work: Workdir, file: File) -> None:
                                  (c.FUSE_FSYNC, FuseFsyncIn(fh=file.fh), file.nodeid),
                                  (c.FUSE_FSYNCDIR, FuseFsyncIn(fh=int(dir_fh.body.fh)), work.nodeid)):
         reply = work.conn.call(opcode, body, nodeid=nodeid)
-        assert reply.ok or -reply.error == errno.ENOSYS, f"{reply.opcode_name} answered {errno_name(reply.error)}"
+        assert reply.ok or -reply.error == errno.ENOSYS, (
+            f"{reply.opcode_name} answered {errno_name(reply.error)}")
         assert_well_formed(reply)
     assert work.read(file, 0, len(DATA)) == DATA, "the data changed across FLUSH/FSYNC"
 
@@ -159,11 +174,13 @@ def test_fallocate(work: Workdir, file: File) -> None:
         not_offered(reply, f"FALLOCATE mode {mode}")
         assert reply.ok, f"FALLOCATE mode {mode} answered {errno_name(reply.error)}"
         size = int(work.getattr(file.nodeid).size)
-        assert size == want, f"after FALLOCATE mode {mode} of 8192 bytes at {len(DATA)}: size {size}, not {want}"
+        assert size == want, (
+            f"after FALLOCATE mode {mode} of 8192 bytes at {len(DATA)}: size {size}, not {want}")
 
 
 @rule("FUSE-LSEEK-001",
-      "LSEEK SEEK_DATA in a dense file answers the offset itself, SEEK_HOLE the end; at or past the end, ENXIO",
+      "LSEEK SEEK_DATA in a dense file answers the offset itself, SEEK_HOLE the end; "
+      "at or past the end, ENXIO",
       source=f"{FILE_C} fuse_lseek; lseek(2) SEEK_DATA/SEEK_HOLE (ENXIO at or beyond the end)",
       opcodes=("FUSE_LSEEK",))
 def test_lseek(work: Workdir, file: File) -> None:
@@ -171,7 +188,8 @@ def test_lseek(work: Workdir, file: File) -> None:
         reply = work.conn.call(c.FUSE_LSEEK, FuseLseekIn(fh=file.fh, offset=offset, whence=whence),
                                nodeid=file.nodeid)
         not_offered(reply, "LSEEK")
-        assert reply.ok and reply.body is not None, f"LSEEK {offset} {whence} answered {errno_name(reply.error)}"
+        assert reply.ok and reply.body is not None, (
+            f"LSEEK {offset} {whence} answered {errno_name(reply.error)}")
         return int(reply.body.offset)
 
     assert seek(10, SEEK_DATA) == 10, "SEEK_DATA from 10 in a file with no holes"
@@ -190,8 +208,9 @@ def test_lseek(work: Workdir, file: File) -> None:
       opcodes=("FUSE_COPY_FILE_RANGE", "FUSE_COPY_FILE_RANGE_64"))
 def test_copy_file_range(work: Workdir, file: File, opcode: int) -> None:
     target = work.file(b"copy", b"")
-    reply = work.conn.call(opcode, FuseCopyFileRangeIn(fh_in=file.fh, off_in=256, nodeid_out=target.nodeid,
-                                                       fh_out=target.fh, off_out=0, len=1024), nodeid=file.nodeid)
+    copy = FuseCopyFileRangeIn(fh_in=file.fh, off_in=256, nodeid_out=target.nodeid,
+                               fh_out=target.fh, off_out=0, len=1024)
+    reply = work.conn.call(opcode, copy, nodeid=file.nodeid)
     not_offered(reply, c.OPCODE_NAMES[opcode])
     if -reply.error == errno.EXDEV:
         pytest.skip("not applicable: the server copies only within a file (EXDEV)")
@@ -208,7 +227,8 @@ def _lock(type_: int, start: int = 0, end: int = 99, pid: int = 10) -> FuseFileL
 
 
 @rule("FUSE-LOCK-001",
-      "With FUSE_POSIX_LOCKS, GETLK reports a lock another owner holds (SETLK) and F_UNLCK once it is released",
+      "With FUSE_POSIX_LOCKS, GETLK reports a lock another owner holds (SETLK) "
+      "and F_UNLCK once it is released",
       source=f"{FILE_C} fuse_getlk/fuse_setlk and convert_fuse_file_lock; fcntl(2) F_GETLK",
       opcodes=("FUSE_GETLK", "FUSE_SETLK", "FUSE_SETLKW"))
 def test_locks(work: Workdir, file: File) -> None:
@@ -233,7 +253,8 @@ def test_locks(work: Workdir, file: File) -> None:
 
 @rule("FUSE-STATFS-001",
       "STATFS answers consistent counts: bfree <= blocks, bavail <= bfree, ffree <= files",
-      source="statfs(2) (free and available are parts of the totals); linux fs/fuse/inode.c convert_fuse_statfs",
+      source="statfs(2) (free and available are parts of the totals); "
+             "linux fs/fuse/inode.c convert_fuse_statfs",
       opcodes=("FUSE_STATFS",))
 def test_statfs(ready: KernelConnection) -> None:
     reply = ready.call(c.FUSE_STATFS)
@@ -245,12 +266,11 @@ def test_statfs(ready: KernelConnection) -> None:
 
 
 @rule("FUSE-STATX-001",
-      "STATX agrees with GETATTR on every field its mask says is filled (type and mode, nlink, uid, gid, ino, size)",
+      "STATX agrees with GETATTR on every field its mask says is filled "
+      "(type and mode, nlink, uid, gid, ino, size)",
       source="linux fs/fuse/dir.c fuse_do_statx (the mask tells which fields are valid); statx(2)",
       opcodes=("FUSE_STATX",))
 def test_statx(work: Workdir, file: File) -> None:
-    from protocol.layers.structs import FuseStatxIn
-
     reply = work.conn.call(c.FUSE_STATX, FuseStatxIn(sx_mask=0x7FF), nodeid=file.nodeid)
     not_offered(reply, "STATX")
     assert reply.ok and reply.body is not None, f"STATX answered {errno_name(reply.error)}"
@@ -268,8 +288,6 @@ def test_statx(work: Workdir, file: File) -> None:
       source="uapi linux/fuse.h FOPEN_*; linux fs/fuse/iomode.c fuse_file_io_open (passthrough needs "
              "fc->passthrough)", opcodes=("FUSE_OPEN", "FUSE_OPENDIR", "FUSE_CREATE"))
 def test_open_flags(work: Workdir) -> None:
-    from conformance.protocol.scratch import open_out
-
     negotiated = work.conn.session.negotiated
     passthrough = bool(negotiated and negotiated.has(c.FUSE_PASSTHROUGH))
     created = work.create(b"opened")

@@ -13,7 +13,7 @@ import pytest
 from scapy.packet import Packet
 
 from conformance.checks import assert_absent, assert_error, assert_well_formed, errno_name
-from conformance.protocol.scratch import Workdir, not_offered, open_out
+from conformance.protocol.scratch import File, Workdir, not_offered, open_out
 from conformance.rules import rule
 from conformance.walk import list_directory
 from protocol import constants as c
@@ -41,7 +41,8 @@ def work(ready: KernelConnection) -> Iterator[Workdir]:
 
 
 def _differ(a: Packet, b: Packet) -> dict[str, tuple[int, int]]:
-    return {f: (int(getattr(a, f)), int(getattr(b, f))) for f in SAME if int(getattr(a, f)) != int(getattr(b, f))}
+    return {f: (int(getattr(a, f)), int(getattr(b, f))) for f in SAME
+            if int(getattr(a, f)) != int(getattr(b, f))}
 
 
 def _lookup(work: Workdir, name: bytes) -> Packet:
@@ -53,7 +54,8 @@ def _lookup(work: Workdir, name: bytes) -> Packet:
 
 
 def _names(work: Workdir, nodeid: int | None = None) -> set[bytes]:
-    return {e.name for e in list_directory(work.conn, work.nodeid if nodeid is None else nodeid)} - {b".", b".."}
+    listed = list_directory(work.conn, work.nodeid if nodeid is None else nodeid)
+    return {e.name for e in listed} - {b".", b".."}
 
 
 @rule("FUSE-ENTRY-001",
@@ -74,7 +76,8 @@ def test_new_entries_look_up_the_same(work: Workdir) -> None:
         assert reply.ok and reply.body is not None, f"making {name!r} answered {errno_name(reply.error)}"
         assert_well_formed(reply)
         again = _lookup(work, name)
-        assert (int(again.nodeid), int(again.generation)) == (int(reply.body.nodeid), int(reply.body.generation)), (
+        as_made = (int(reply.body.nodeid), int(reply.body.generation))
+        assert (int(again.nodeid), int(again.generation)) == as_made, (
             f"{name!r} was made as nodeid {reply.body.nodeid} generation {reply.body.generation}, "
             f"looks up as {again.nodeid} generation {again.generation}")
         if name in modes:
@@ -94,7 +97,8 @@ def test_attributes_agree(work: Workdir) -> None:
     for name in (b"data", b"sub"):
         looked = _lookup(work, name)
         got = work.getattr(int(looked.nodeid))
-        assert not _differ(looked.attr, got), f"{name!r}: LOOKUP vs GETATTR differ in {_differ(looked.attr, got)}"
+        assert not _differ(looked.attr, got), (
+            f"{name!r}: LOOKUP vs GETATTR differ in {_differ(looked.attr, got)}")
         if plus is not None:
             assert name in plus, f"READDIRPLUS does not list {name!r}: {sorted(plus)}"
             assert not _differ(plus[name].attr, got), (
@@ -105,7 +109,8 @@ def _readdirplus(work: Workdir) -> dict[bytes, Packet] | None:
     """The entry_out READDIRPLUS gives each name (None when the server does not offer it)."""
     opened = work.call(c.FUSE_OPENDIR, FuseOpenIn(flags=0o200000))
     assert opened.ok and opened.body is not None
-    fh, found, offset = int(opened.body.fh), {}, 0
+    fh, offset = int(opened.body.fh), 0
+    found: dict[bytes, Packet] = {}
     try:
         for _ in range(64):
             reply = work.call(c.FUSE_READDIRPLUS, FuseReadIn(fh=fh, offset=offset, size=8192))
@@ -173,7 +178,8 @@ def test_unlink_removes(work: Workdir) -> None:
 
 
 @rule("FUSE-RMDIR-001",
-      "RMDIR of a non-empty directory answers ENOTEMPTY (or EEXIST) and keeps it; of an empty one, removes it",
+      "RMDIR of a non-empty directory answers ENOTEMPTY (or EEXIST) and keeps it; "
+      "of an empty one, removes it",
       source="rmdir(2): ENOTEMPTY or EEXIST when the directory has entries; " f"{DIR_C} fuse_rmdir",
       opcodes=("FUSE_RMDIR",))
 def test_rmdir(work: Workdir) -> None:
@@ -200,7 +206,8 @@ def test_rename_moves(work: Workdir) -> None:
     work.file(b"b", b"replaced")
     for new in (b"c", b"b"):
         old = b"a" if new == b"c" else b"c"
-        reply = work.call(c.FUSE_RENAME, FuseRenameIn(newdir=work.nodeid), FuseName(name=old), FuseName(name=new))
+        reply = work.call(c.FUSE_RENAME, FuseRenameIn(newdir=work.nodeid),
+                          FuseName(name=old), FuseName(name=new))
         assert reply.ok, f"RENAME {old!r} -> {new!r} answered {errno_name(reply.error)}"
         assert_absent(work.lookup(old), f"{old!r} was renamed to {new!r}")
         assert int(_lookup(work, new).nodeid) == moved.nodeid, f"{new!r} is not the inode renamed"
@@ -233,8 +240,6 @@ def test_tmpfile(work: Workdir) -> None:
     nodeid, fh = int(reply.body.nodeid), int(open_out(reply).fh)
     assert int(reply.body.attr.nlink) == 0, f"the tmpfile has nlink {reply.body.attr.nlink}"
     assert _names(work) == set(), f"the directory lists {sorted(_names(work))} after TMPFILE"
-    from conformance.protocol.scratch import File
-
     file = File(b"", nodeid, fh, reply.body)
     assert work.write(file, 0, b"tmp data").ok
     assert work.read(file, 0, 64) == b"tmp data"

@@ -12,7 +12,7 @@ from scapy.packet import Packet, Raw
 from conformance.checks import assert_well_formed, errno_name
 from conformance.protocol.scratch import Workdir
 from conformance.rules import rule
-from conformance.walk import list_directory
+from conformance.walk import find_entry, list_directory
 from protocol import constants as c
 from protocol.events import Reply
 from protocol.layers.structs import (
@@ -23,6 +23,7 @@ from protocol.layers.structs import (
     FuseGetxattrIn,
     FuseIoctlIn,
     FuseLseekIn,
+    FuseMknodIn,
     FuseOpenIn,
     FusePollIn,
     FuseReadIn,
@@ -41,8 +42,6 @@ ENOSYS_RECHECKS = 2
 
 def _optional_requests(conn: KernelConnection) -> list[tuple[int, tuple[Packet, ...], int]]:
     """Valid requests for the optional opcodes, on the root and a file the root lists (if any)."""
-    from conformance.walk import find_entry
-
     found = find_entry(conn, lambda attr: int(attr.mode) & 0o170000 == 0o100000)
     root = c.FUSE_ROOT_ID
     asks: list[tuple[int, tuple[Packet, ...], int]] = [
@@ -85,7 +84,8 @@ def test_enosys_is_stable(ready: KernelConnection) -> None:
         pytest.skip("not applicable: the server implements every optional opcode asked")
 
 
-@rule("FUSE-ERRNO-001", "Every error reply to a request for an absent name is an errno Linux defines (1..133)",
+@rule("FUSE-ERRNO-001",
+      "Every error reply to a request for an absent name is an errno Linux defines (1..133)",
       source=f"{DEV} (the error goes to the caller as it is); asm-generic/errno.h",
       opcodes=("FUSE_LOOKUP", "FUSE_UNLINK", "FUSE_RMDIR", "FUSE_GETXATTR"))
 def test_errors_are_linux_errnos(ready: KernelConnection) -> None:
@@ -104,14 +104,16 @@ def test_errors_are_linux_errnos(ready: KernelConnection) -> None:
 @rule("FUSE-INTERRUPT-001",
       "INTERRUPT gets no reply, or a bare fuse_out_header (EAGAIN, ENOSYS); the request it names still "
       "gets exactly one reply",
-      source=f"{DEV} (a reply to an INTERRUPT must be the header alone: EAGAIN requeues, ENOSYS stops them)",
+      source=f"{DEV} (a reply to an INTERRUPT must be the header alone: "
+             "EAGAIN requeues, ENOSYS stops them)",
       opcodes=("FUSE_INTERRUPT",))
 def test_interrupt(ready: KernelConnection) -> None:
     target = ready.send(c.FUSE_GETATTR, FuseGetattrIn())
     ready.send_raw(ready.session.interrupt(target))
     ready.send_raw(ready.session.interrupt(target + 1000 * c.FUSE_REQ_ID_STEP))  # names nothing
     reply = ready.wait(target)
-    assert reply.ok or -reply.error == errno.EINTR, f"the interrupted GETATTR answered {errno_name(reply.error)}"
+    assert reply.ok or -reply.error == errno.EINTR, (
+        f"the interrupted GETATTR answered {errno_name(reply.error)}")
     late = [e for e in ready.quiet(0.3) if isinstance(e, Reply)]
     for event in late:
         assert event.unique & c.FUSE_INT_REQ_BIT, f"a second reply to unique {event.unique}"
@@ -124,15 +126,15 @@ def test_interrupt(ready: KernelConnection) -> None:
                                     pytest.param(c.FUSE_READDIRPLUS, id="READDIRPLUS")])
 @rule("FUSE-READDIR-003",
       "A directory of 60 entries read in small buffers lists every name exactly once, and resuming at any "
-      "returned offset continues without loss or duplicates (READDIRPLUS: with entries that look up the same)",
+      "returned offset continues without loss or duplicates "
+      "(READDIRPLUS: with entries that look up the same)",
       source="linux fs/fuse/readdir.c fuse_readdir_uncached (the next request starts at the last off); "
-             "telldir/seekdir", opcodes=("FUSE_READDIR", "FUSE_READDIRPLUS", "FUSE_OPENDIR", "FUSE_RELEASEDIR"))
+             "telldir/seekdir",
+      opcodes=("FUSE_READDIR", "FUSE_READDIRPLUS", "FUSE_OPENDIR", "FUSE_RELEASEDIR"))
 def test_long_listing(ready: KernelConnection, opcode: int) -> None:
     work = Workdir(ready)
     names = {f"entry-{i:03d}-{'n' * (i % 40)}".encode() for i in range(60)}
     for name in names:
-        from protocol.layers.structs import FuseMknodIn
-
         made = work.call(c.FUSE_MKNOD, FuseMknodIn(mode=0o100644), FuseName(name=name))
         assert made.ok, f"MKNOD answered {errno_name(made.error)}"
     listing = _listing(work, opcode, 0)
@@ -151,7 +153,8 @@ def test_long_listing(ready: KernelConnection, opcode: int) -> None:
             if nodeid and name not in (b".", b".."):
                 looked = work.lookup(name)
                 assert looked.ok and looked.body is not None and int(looked.body.nodeid) == nodeid, (
-                    f"READDIRPLUS gave {name!r} nodeid {nodeid}, LOOKUP {looked.body.nodeid if looked.body else '-'}")
+                    f"READDIRPLUS gave {name!r} nodeid {nodeid}, "
+                    f"LOOKUP {looked.body.nodeid if looked.body else '-'}")
 
 
 def _listing(work: Workdir, opcode: int, offset: int) -> list[tuple[bytes, int, int]] | None:
@@ -160,7 +163,8 @@ def _listing(work: Workdir, opcode: int, offset: int) -> list[tuple[bytes, int, 
         return [(e.name, e.off, 0) for e in list_directory(work.conn, work.nodeid, size=512, offset=offset)]
     opened = work.call(c.FUSE_OPENDIR, FuseOpenIn(flags=0o200000))
     assert opened.ok and opened.body is not None
-    fh, out = int(opened.body.fh), []
+    fh = int(opened.body.fh)
+    out: list[tuple[bytes, int, int]] = []
     try:
         for _ in range(512):
             reply = work.call(opcode, FuseReadIn(fh=fh, offset=offset, size=1024))
@@ -171,7 +175,8 @@ def _listing(work: Workdir, opcode: int, offset: int) -> list[tuple[bytes, int, 
             dirents = reply.body.dirents if reply.body is not None else []
             if not dirents:
                 return out
-            out += [(d.dirent.getfieldval("name"), int(d.dirent.off), int(d.entry_out.nodeid)) for d in dirents]
+            out += [(d.dirent.getfieldval("name"), int(d.dirent.off), int(d.entry_out.nodeid))
+                    for d in dirents]
             offset = out[-1][1]
         raise AssertionError("READDIRPLUS did not end after 512 calls")
     finally:

@@ -16,11 +16,11 @@ import pytest
 from scapy.packet import Packet, Raw
 
 from conformance.checks import assert_well_formed, errno_name
+from conformance.protocol.scratch import MADE, open_out
 from conformance.protocol.subject import Subject, open_subject
 from conformance.rules import rule
 from protocol import constants as c
 from protocol.events import Reply
-from protocol.state import CLOSED
 from protocol.layers.notify import FuseNotifyRetrieveIn
 from protocol.layers.structs import (
     FuseAccessIn,
@@ -55,6 +55,7 @@ from protocol.layers.structs import (
     FuseWriteIn,
 )
 from protocol.layers.variable import FuseName
+from protocol.state import CLOSED
 from targets.connection import KernelConnection
 
 SOURCE = "linux fs/fuse/dev.c fuse_dev_do_write and copy_out_args; uapi linux/fuse.h"
@@ -97,8 +98,6 @@ def _create(sub: Subject) -> Reply:
     reply = _name(sub, c.FUSE_CREATE, FuseCreateIn(flags=os.O_RDWR | os.O_CREAT, mode=0o644),
                   FuseName(name=b"created"))
     if reply.ok:
-        from conformance.protocol.scratch import open_out
-
         nodeid = int(reply.body.nodeid) if reply.body is not None else 0
         sub.conn.call(c.FUSE_RELEASE, FuseReleaseIn(fh=int(open_out(reply).fh)), nodeid=nodeid)
     return _made(sub, reply, b"created")
@@ -107,8 +106,6 @@ def _create(sub: Subject) -> Reply:
 def _tmpfile(sub: Subject) -> Reply:
     reply = _name(sub, c.FUSE_TMPFILE, FuseCreateIn(flags=os.O_RDWR, mode=0o100644), FuseName(name=b"/"))
     if reply.ok and reply.body is not None:
-        from conformance.protocol.scratch import open_out
-
         sub.conn.call(c.FUSE_RELEASE, FuseReleaseIn(fh=int(open_out(reply).fh)),
                       nodeid=int(reply.body.nodeid))
     return reply
@@ -210,8 +207,6 @@ SENDS: dict[int, Send] = {
 
 def _destroy(sub: Subject) -> Reply:
     """DESTROY, after the scratch directory is gone (no request may follow it)."""
-    from conformance.protocol.scratch import MADE
-
     for workdir in [w for w in MADE if w.conn is sub.conn]:
         MADE.remove(workdir)
         workdir.remove()
@@ -239,7 +234,8 @@ def _param(opcode: int) -> object:
 @pytest.mark.parametrize("opcode", [_param(op) for op in SENDS if op != c.FUSE_INTERRUPT])
 @rule("FUSE-OPCODE-001",
       "Every opcode a server can receive, sent valid, is answered well formed for the negotiated "
-      "minor (FORGET, BATCH_FORGET and NOTIFY_REPLY: not answered, and the server keeps serving)",
+      "minor (FORGET, BATCH_FORGET and NOTIFY_REPLY: not answered, "
+      "and the server keeps serving)",
       source=SOURCE, feature="opcodes", opcodes=tuple(c.OPCODE_NAMES[op] for op in SENDS))
 def test_opcode_answered_well_formed(subject: Subject, opcode: int) -> None:
     reply = SENDS[opcode](subject)
@@ -248,7 +244,8 @@ def test_opcode_answered_well_formed(subject: Subject, opcode: int) -> None:
         assert after.ok, f"GETATTR after {c.OPCODE_NAMES[opcode]} answered {errno_name(after.error)}"
         late = [e for e in subject.conn.quiet(0.2) if isinstance(e, Reply)]
         stray = [e for e in [*subject.conn.replies, *late] if e.opcode == 0]  # no request is waiting
-        assert not stray, f"{c.OPCODE_NAMES[opcode]} was answered: {[str(f) for e in stray for f in e.findings]}"
+        assert not stray, (
+            f"{c.OPCODE_NAMES[opcode]} was answered: {[str(f) for e in stray for f in e.findings]}")
         return
     assert reply.opcode == opcode
     assert_well_formed(reply)

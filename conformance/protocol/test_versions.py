@@ -14,12 +14,12 @@ from conformance.protocol.scratch import READ_ONLY, Workdir
 from conformance.rules import rule
 from conformance.walk import list_directory, some_entry
 from protocol import constants as c
+from protocol.events import Reply
 from protocol.layers.base import fixed_size
 from protocol.layers.structs import FuseGetattrIn, FuseGetxattrIn, FuseSetxattrIn
 from protocol.layers.variable import FuseName
 from protocol.session import KERNEL_INIT_FLAGS
 from protocol.sizes import init_out_class
-from protocol.events import Reply
 from targets.connection import KernelConnection
 from targets.exec import ExecTarget
 from targets.spec import TargetSpec
@@ -38,9 +38,11 @@ def offer_of(minor: int) -> int:
 def _init_at(conn: KernelConnection, minor: int) -> None:
     reply = conn.init(minor=minor, flags=offer_of(minor))
     if reply.error:
-        pytest.skip(f"not applicable: the server refuses minor 7.{minor} ({errno_name(reply.error)}), as it may")
+        pytest.skip(f"not applicable: the server refuses minor 7.{minor} "
+                    f"({errno_name(reply.error)}), as it may")
     limit = fixed_size(init_out_class(minor))
-    assert 8 <= len(reply.raw) - 16 <= limit, f"a 7.{minor} INIT reply of {len(reply.raw) - 16} bytes (<= {limit})"
+    assert 8 <= len(reply.raw) - 16 <= limit, (
+        f"a 7.{minor} INIT reply of {len(reply.raw) - 16} bytes (<= {limit})")
     assert_well_formed(reply)
 
 
@@ -79,7 +81,8 @@ def test_requests_at_minor(conn: KernelConnection, target_spec: TargetSpec, mino
     if -set_.error in READ_ONLY | {errno.ENOTSUP} and not _xattrs_at_newest(target_spec, conn.timeout):
         return  # no user xattrs at any minor: the data half is the rule
     assert set_.ok, f"SETXATTR at 7.{minor} answered {errno_name(set_.error)}"
-    got = conn.call(c.FUSE_GETXATTR, FuseGetxattrIn(size=256), FuseName(name=b"user.version"), nodeid=file.nodeid)
+    got = conn.call(c.FUSE_GETXATTR, FuseGetxattrIn(size=256), FuseName(name=b"user.version"),
+                    nodeid=file.nodeid)
     assert got.ok and got.raw[16:] == value, (
         f"at 7.{minor} SETXATTR of {value!r} reads back as {got.raw[16:]!r} ({errno_name(got.error)})")
 

@@ -52,10 +52,12 @@ def _get(conn: KernelConnection, opcode: int, nodeid: int, size: int) -> Reply:
 def test_size_probe(tagged: tuple[Workdir, File], opcode: int) -> None:
     work, file = tagged
     probe = _get(work.conn, opcode, file.nodeid, 0)
-    assert probe.ok and probe.body is not None, f"{probe.opcode_name} size 0 answered {errno_name(probe.error)}"
+    assert probe.ok and probe.body is not None, (
+        f"{probe.opcode_name} size 0 answered {errno_name(probe.error)}")
     need = int(probe.body.size)
     full = _get(work.conn, opcode, file.nodeid, need)
-    assert full.ok, f"{full.opcode_name} with the size it asked for ({need}) answered {errno_name(full.error)}"
+    assert full.ok, (
+        f"{full.opcode_name} with the size it asked for ({need}) answered {errno_name(full.error)}")
     got = full.raw[16:]
     assert len(got) == need, f"{full.opcode_name} probed {need} bytes and then answered {len(got)}"
     if opcode == c.FUSE_GETXATTR:
