@@ -7,30 +7,53 @@ raises on a bad reply: a bad reply is a finding.  Unlike a real kernel it
 lets a test send what the state table (``protocol.state``) calls illegal, a
 request before INIT or a second INIT, on purpose: the state then stays as it
 was, and the daemon's answer is what the test judges.
+
+Fast path (``fast=True``, the default): requests are packed with
+``protocol.codec`` (a body struct given as a flat packet, a ``FuseName``),
+pending requests are kept as bytes, and replies to the hot opcodes
+(``protocol.server.HOT``) are judged from the bytes and codec records; the
+reply's scapy ``packet`` (and its ``request``) is dissected only when touched.
+The findings are those of the scapy path, which ``fast=False`` takes.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache, partial
+from types import SimpleNamespace
+from typing import Any
 
-from scapy.packet import Packet, Raw
+from scapy.packet import NoPayload, Packet, Raw
 
 from protocol import constants as c
 from protocol import state as st
 from protocol import validate
+from protocol.codec import codec
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.events import Notify, Reply
 from protocol.findings import Finding
 from protocol.layers.base import fixed_size
 from protocol.layers.header import (
+    FUSE_IN_HEADER_SIZE,
     FUSE_OUT_HEADER_SIZE,
     FuseInHeader,
     FuseOutHeader,
     FuseSecctxHeader,
 )
-from protocol.layers.messages import NO_REPLY, NOTIFY_LAYERS, Layers
-from protocol.layers.structs import FuseInitIn, FuseIoctlIovec, FuseIoctlOut
+from protocol.layers.messages import NO_REPLY, NOTIFY_LAYERS, REQUEST_LAYERS, Layers
+from protocol.layers.structs import (
+    FuseAttrOut,
+    FuseEntryOut,
+    FuseGetxattrOut,
+    FuseInitIn,
+    FuseIoctlIovec,
+    FuseIoctlOut,
+    FuseWriteIn,
+    FuseWriteOut,
+)
+from protocol.layers.variable import FuseName
 from protocol.sizes import reply_layers_at, request_layers_at
 
 # What Linux 6.18 offers in FUSE_INIT (fs/fuse/inode.c fuse_send_init), as read off
@@ -71,10 +94,19 @@ class Negotiated:
         return bool(self.flags & flag)
 
 
-@dataclass(slots=True)
 class Pending:
-    opcode: int
-    packet: Packet
+    """A request waiting for its reply: its opcode and bytes, dissected when first asked."""
+
+    __slots__ = ("_packet", "opcode", "raw")
+
+    def __init__(self, opcode: int, raw: bytes, packet: Packet | None = None) -> None:
+        self.opcode, self.raw, self._packet = opcode, raw, packet
+
+    @property
+    def packet(self) -> Packet:
+        if self._packet is None:
+            self._packet = FuseInHeader(self.raw)
+        return self._packet
 
 
 class NegotiatedSizes:
@@ -111,6 +143,7 @@ class KernelSession(NegotiatedSizes):
     _init_unique: int | None = None
     _offered_major: int = c.FUSE_KERNEL_VERSION
     _last_built: int = 0
+    fast: bool = True  # the codec path; False builds and dissects every message with scapy
 
     # -- requests ---------------------------------------------------------
     @property
@@ -157,27 +190,34 @@ class KernelSession(NegotiatedSizes):
         elif unique in self.pending:
             raise LocalProtocolError(f"unique {unique} is already pending")
         self._last_built = unique
-        header = FuseInHeader(len=length, opcode=opcode, unique=unique, nodeid=nodeid,
-                              uid=self.uid if uid is None else uid,
-                              gid=self.gid if gid is None else gid,
-                              pid=self.pid if pid is None else pid, total_extlen=total_extlen)
+        ids = (self.uid if uid is None else uid, self.gid if gid is None else gid,
+               self.pid if pid is None else pid)
         body = b"".join(self._encode_part(opcode, i, part) for i, part in enumerate(layers))
         if not extensions and opcode in SECCTX_OPCODES and self.proto_flags & c.FUSE_SECURITY_CTX:
-            extensions = bytes(FuseSecctxHeader(size=8, nr_secctx=0))  # as the kernel: no context
+            extensions = _NO_SECCTX  # as the kernel: no context
         if extensions and not total_extlen:
-            header.total_extlen = len(extensions) // 8
-        data = bytes(header) + body + extensions
-        if length is None:
-            data = struct.pack("<I", len(data)) + data[4:]
+            total_extlen = len(extensions) // 8
+        values = (opcode, unique, nodeid, *ids, total_extlen)
+        if self.fast and all(type(v) is int for v in values) and (length is None or type(length) is int):
+            size = FUSE_IN_HEADER_SIZE + len(body) + len(extensions)
+            data = _IN_HEADER(size if length is None else length, *values) + body + extensions
+        else:
+            header = FuseInHeader(len=length, opcode=opcode, unique=unique, nodeid=nodeid, uid=ids[0],
+                                  gid=ids[1], pid=ids[2], total_extlen=total_extlen)
+            data = bytes(header) + body + extensions
+            if length is None:
+                data = struct.pack("<I", len(data)) + data[4:]
         if opcode == c.FUSE_DESTROY:
             self._advance(st.SEND_DESTROY)
         if opcode not in NO_REPLY:
-            self.pending[unique] = Pending(opcode, FuseInHeader(data))
+            self.pending[unique] = Pending(opcode, data, None if self.fast else FuseInHeader(data))
         return data
 
     def _encode_part(self, opcode: int, index: int, part: Packet) -> bytes:
-        raw = bytes(part)
-        variants = request_layers_at(opcode, self.proto_minor, self.proto_flags)
+        raw = _fast_bytes(part) if self.fast else None
+        if raw is None:
+            raw = bytes(part)
+        variants = _request_layers(opcode, self.proto_minor, self.proto_flags)
         if index == 0 and variants and type(part) is not variants[0]:
             try:
                 size = fixed_size(variants[0])
@@ -200,6 +240,11 @@ class KernelSession(NegotiatedSizes):
     def observe(self, data: bytes) -> None:
         """Take a request another kernel sent (the real one, through /dev/fuse) as if this
         session had built it, so that ``receive`` judges the daemon's reply to it."""
+        head = _IN.record(data) if self.fast and len(data) >= FUSE_IN_HEADER_SIZE else None
+        if head is not None and head.opcode not in (c.FUSE_INIT, c.FUSE_DESTROY):
+            if head.opcode not in NO_REPLY and not head.unique & c.FUSE_INT_REQ_BIT:
+                self.pending[head.unique] = Pending(head.opcode, data)
+            return
         header = FuseInHeader(data)
         opcode, unique = int(header.opcode), int(header.unique)
         if opcode == c.FUSE_INIT and isinstance(header.payload, FuseInitIn):
@@ -212,7 +257,7 @@ class KernelSession(NegotiatedSizes):
         elif opcode == c.FUSE_DESTROY:
             self._advance(st.SEND_DESTROY)
         if opcode not in NO_REPLY and not unique & c.FUSE_INT_REQ_BIT:
-            self.pending[unique] = Pending(opcode, header)
+            self.pending[unique] = Pending(opcode, data, header)
 
     def forget_pending(self, unique: int) -> None:
         """Stop waiting for a reply (e.g. after a timeout)."""
@@ -225,6 +270,12 @@ class KernelSession(NegotiatedSizes):
             raise RemoteProtocolError(Finding(
                 code="reply.short", source=validate.DEV,
                 message=f"message of {len(data)} bytes is shorter than fuse_out_header (16)"))
+        if self.fast:
+            length, error, unique = _OUT.unpack(data)
+            pending = self.pending.get(unique) if unique else None
+            if pending is not None and pending.opcode in _HOT:
+                del self.pending[unique]
+                return self._receive_fast(data, length, error, unique, pending)
         header = FuseOutHeader(data[:FUSE_OUT_HEADER_SIZE])
         findings = list(validate.check_frame(data, int(header.len)))
         body = data[FUSE_OUT_HEADER_SIZE:]
@@ -270,6 +321,30 @@ class KernelSession(NegotiatedSizes):
         elif opcode == c.FUSE_DESTROY:
             self._advance(st.DESTROY_DONE)
         return reply
+
+    def _receive_fast(self, data: bytes, length: int, error: int, unique: int,
+                      pending: Pending) -> Reply:
+        """``receive`` for a hot opcode: the same findings, judged from bytes and records."""
+        body = data[FUSE_OUT_HEADER_SIZE:]
+        opcode = pending.opcode
+        findings = list(validate.check_frame(data, length))
+        findings += validate.check_error(error, len(body))
+        if opcode == c.FUSE_INTERRUPT:
+            findings += validate.check_interrupt_reply(error, len(body))
+        layers: Layers = ()
+        if not error:
+            view = request_view(pending)
+            request: Any = pending.packet if view is None else view  # read as a packet is
+            minor = self.proto_minor
+            layers = reply_layers_at(opcode, minor, request)
+            size_findings = list(validate.check_body_size(opcode, layers, len(body), request, minor))
+            findings += size_findings
+            if body and not size_findings:
+                findings += reply_semantics(opcode, layers, body, request, pending)
+        return Reply(unique=unique, opcode=opcode, error=error, raw=data,
+                     decode=partial(_reply_packet, layers, error), request=pending._packet,
+                     request_raw=pending.raw,
+                     findings=tuple(f if f.unique else _with_unique(f, unique) for f in findings))
 
     def _notify(self, header: Packet, body: bytes, data: bytes, findings: list[Finding]) -> Notify:
         code = int(header.error)
@@ -358,6 +433,127 @@ def decode_body(layers: Layers, body: bytes, *, zero_fill: bool = False) -> Pack
     for part in parts[1:]:
         packet = packet / part
     return packet
+
+
+_IN, _OUT = codec(FuseInHeader), codec(FuseOutHeader)
+_IN_HEADER = _IN.builder("len", "opcode", "unique", "nodeid", "uid", "gid", "pid", "total_extlen")
+_NO_SECCTX = bytes(FuseSecctxHeader(size=8, nr_secctx=0))
+#: Opcodes whose replies the fast path judges (protocol.server.HOT, which imports this module)
+_HOT = frozenset({
+    c.FUSE_LOOKUP, c.FUSE_GETATTR, c.FUSE_SETATTR, c.FUSE_OPEN, c.FUSE_READ, c.FUSE_WRITE,
+    c.FUSE_RELEASE, c.FUSE_FLUSH, c.FUSE_OPENDIR, c.FUSE_READDIR, c.FUSE_READDIRPLUS,
+    c.FUSE_RELEASEDIR, c.FUSE_STATFS, c.FUSE_ACCESS, c.FUSE_CREATE, c.FUSE_GETXATTR,
+    c.FUSE_LISTXATTR, c.FUSE_FORGET, c.FUSE_BATCH_FORGET, c.FUSE_INTERRUPT,
+})
+_SOME_BODY = Raw()  # a decoded body that is not FuseGetxattrOut
+_ATTR_CHECKED = frozenset({c.FUSE_LOOKUP, c.FUSE_CREATE, c.FUSE_GETATTR, c.FUSE_SETATTR})
+
+
+@cache
+def _request_layers(opcode: int, minor: int, flags: int) -> Layers:
+    return request_layers_at(opcode, minor, flags)
+
+
+def _fast_bytes(part: Packet) -> bytes | None:
+    """``bytes(part)`` by the codec for a lone flat struct of ints or a ``FuseName``; None when
+    only scapy can say (nested values, payloads, post_build, anything not an int)."""
+    if not isinstance(part.payload, NoPayload):
+        return None
+    cls = type(part)
+    if cls is FuseName:
+        name = part.fields.get("name", b"")
+        return name + b"\0" if type(name) is bytes else None
+    if cls.post_build is not Packet.post_build or not all(type(v) is int for v in part.fields.values()):
+        return None
+    try:
+        return codec(cls).build(**part.fields)
+    except TypeError:  # not a fixed-size struct
+        return None
+
+
+class RequestView:
+    """A pending hot request as the validators read it (``cls in view``, ``view[cls]``): its
+    first body struct as a codec record (``cls`` None: the body opens with no struct)."""
+
+    __slots__ = ("arg", "cls")
+
+    def __init__(self, cls: type[Packet] | None, arg: Any) -> None:
+        self.cls, self.arg = cls, arg
+
+    def __contains__(self, cls: object) -> bool:
+        return cls is self.cls is not None
+
+    def __getitem__(self, cls: type[Packet]) -> Any:
+        if cls is not self.cls or cls is None:
+            raise IndexError(f"Layer [{cls.__name__}] not found")
+        return self.arg
+
+
+def request_view(pending: Pending) -> RequestView | None:
+    """A ``RequestView`` of ``pending``, or None when only its packet can answer (a body cut
+    short, extensions)."""
+    data = pending.raw
+    layers = REQUEST_LAYERS.get(pending.opcode, ())
+    if len(data) < FUSE_IN_HEADER_SIZE or _IN.record(data).total_extlen:
+        return None
+    if not layers or layers[0] is FuseName:
+        return RequestView(None, None)
+    k = codec(layers[0])
+    if len(data) - FUSE_IN_HEADER_SIZE < k.size:
+        return None
+    return RequestView(layers[0], k.record(data, FUSE_IN_HEADER_SIZE))
+
+
+def reply_semantics(opcode: int, layers: Layers, body: bytes, request: Any,
+                    pending: Pending) -> Iterator[Finding]:
+    """``validate.check_semantics`` of a hot reply of the size its layers say, without
+    dissecting it: the checks it makes for these opcodes, on codec fields."""
+    if opcode in _ATTR_CHECKED:
+        if layers[0] not in (FuseEntryOut, FuseAttrOut):  # a compat layout: the packet's way
+            yield from validate.check_semantics(opcode, decode_body(layers, body), body, pending.packet)
+            return
+        k = codec(layers[0])
+        attr: Any = SimpleNamespace(mode=_field(k, "attr.mode", body), size=_field(k, "attr.size", body))
+        name = c.OPCODE_NAMES[opcode]
+        if layers[0] is FuseEntryOut:
+            entry = SimpleNamespace(nodeid=_field(k, "nodeid", body), attr=attr)
+            if opcode == c.FUSE_LOOKUP and entry.nodeid == 0:
+                return  # a negative entry: no attributes
+            yield from validate.check_attr(attr, name)
+            if opcode == c.FUSE_CREATE:
+                yield from validate.check_new_entry(opcode, entry, request)  # type: ignore[arg-type]
+            return
+        yield from validate.check_attr(attr, name)
+    elif opcode in (c.FUSE_READDIR, c.FUSE_READDIRPLUS):
+        yield from validate.check_dirents(body, opcode == c.FUSE_READDIRPLUS)
+    elif opcode == c.FUSE_WRITE and FuseWriteIn in request:
+        asked, written = int(request[FuseWriteIn].size), _field(codec(FuseWriteOut), "size", body)
+        if written > asked:
+            yield Finding(code="reply.write-size", source="linux fs/fuse/file.c fuse_send_write",
+                          message=f"WRITE reply says {written} bytes written of {asked} sent; "
+                                  "the kernel answers EIO")
+    elif opcode == c.FUSE_LISTXATTR and layers[0] is not FuseGetxattrOut:
+        yield from validate.check_semantics(opcode, _SOME_BODY, body, None)  # the list: bytes only
+
+
+def _field(k: Any, name: str, data: bytes) -> Any:
+    one, offset = _field_struct(k, name)
+    return one.unpack_from(data, offset)[0]
+
+
+@cache
+def _field_struct(k: Any, name: str) -> Any:
+    return k.field(name)
+
+
+def _reply_packet(layers: Layers, error: int, data: bytes) -> Packet:
+    """A hot reply dissected as ``receive`` does on the scapy path."""
+    header = FuseOutHeader(data[:FUSE_OUT_HEADER_SIZE])
+    body = data[FUSE_OUT_HEADER_SIZE:]
+    if error:
+        return header / Raw(body) if body else header
+    decoded = decode_body(layers, body)
+    return header / decoded if decoded is not None else header
 
 
 def _with_unique(finding: Finding, unique: int) -> Finding:
