@@ -105,7 +105,7 @@ class Codec:
     def record(self, data: Readable, offset: int = 0) -> Any:
         """The struct read from ``data`` at ``offset`` as a named tuple (flat classes only)."""
         if self._record is None:
-            if not all(name.isidentifier() for name in self.names):
+            if not all(name.isidentifier() and name[0] != "_" for name in self.names):
                 raise TypeError(f"{self.cls.__name__} has nested or array fields: no record")
             self._record = namedtuple(self.cls.__name__, self.names)  # type: ignore[misc]
         return self._record._make(self.struct.unpack_from(data, offset))

@@ -121,9 +121,11 @@ class Request(_Lazy):
     def names(self) -> list[bytes]:
         """The names the request carries (LOOKUP's, CREATE's...), NUL-terminated on the wire."""
         fast = self._fast
-        if fast is not None and fast.names and self._packet is None:
+        if fast is not None and self._packet is None and fast.names >= 0:
+            if not fast.names and (fast.tail >= fast.end or not fast.named):
+                return []
             parts = self.raw[fast.tail: fast.end].split(b"\0", fast.names)
-            if len(parts) > fast.names:  # each one terminated, as scapy's StrNullField wants
+            if fast.names and len(parts) > fast.names:  # each one terminated, as StrNullField wants
                 return parts[: fast.names]
         from protocol.layers.variable import FuseName
 
@@ -134,7 +136,10 @@ class Request(_Lazy):
         """The fixed-size ``cls`` layers after the first struct (BATCH_FORGET's fuse_forget_one):
         every whole one, as scapy dissects them; codec records while undissected."""
         fast = self._fast
-        if fast is not None and fast.cls is not None and self._packet is None:
+        if fast is not None and self._packet is None and fast.names >= 0 \
+                and (fast.then is cls or fast.then is None):
+            if fast.then is None:
+                return []
             from protocol.codec import codec
 
             k = codec(cls)
@@ -152,7 +157,10 @@ class Request(_Lazy):
 class Fast(NamedTuple):
     """What a session read with the codec: the header record, the first body struct
     (``cls``, its record ``arg``; None when the body has none), where the struct ends
-    (``tail``), where the extensions begin (``end``) and how many names follow."""
+    (``tail``), where the extensions begin (``end``), how many names the layers hold (-1: a
+    body too short for its struct, which only the packet reads) and the fixed-size class
+    repeated after the struct (``then``: BATCH_FORGET's); ``named``: scapy dissects bytes
+    after the struct as a name (it binds by class: LISTXATTR's struct is GETXATTR's)."""
 
     header: Any
     cls: type[Packet] | None = None
@@ -160,6 +168,8 @@ class Fast(NamedTuple):
     tail: int = 40
     end: int = 40
     names: int = 0
+    then: type[Packet] | None = None
+    named: bool = False
 
 
 class Reply(_Lazy):

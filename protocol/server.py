@@ -185,28 +185,31 @@ def _fast(head: Any, data: bytes, minor: int, flags: int) -> Fast | None:
     plan = _plan(head.opcode, minor, flags)
     if plan is None:
         return None
-    first, size, names = plan
+    first, size, names, then, named = plan
     ext = head.total_extlen * 8  # split off as FuseInHeader.extract_padding does
     end = len(data) - ext if ext and ext <= len(data) - FUSE_IN_HEADER_SIZE else len(data)
     if first is None:
-        return Fast(head, end=end, names=names)
+        return Fast(head, end=end, names=names, named=named)
     if end - FUSE_IN_HEADER_SIZE < size:
-        return Fast(head)
+        return Fast(head, names=-1)  # only the packet knows what a short body holds
     return Fast(head, first, codec(first).record(data, FUSE_IN_HEADER_SIZE),
-                FUSE_IN_HEADER_SIZE + size, end, names)
+                FUSE_IN_HEADER_SIZE + size, end, names, then, named)
 
 
 @cache
-def _plan(opcode: int, minor: int, flags: int) -> tuple[type[Packet] | None, int, int] | None:
-    """(first fixed struct or None, its size, names after it) of a request at ``minor``; None
-    for a compat layout."""
+def _plan(opcode: int, minor: int, flags: int) -> tuple[Any, int, int, Any, bool] | None:
+    """(first fixed struct or None, its size, names in the layers, the fixed class repeated
+    after it, whether scapy reads a name after it) of a request at ``minor``; None for a
+    compat layout."""
     layers = _request_layers(opcode, minor, flags)
     if layers != REQUEST_LAYERS[opcode]:
         return None
     names = _NAMES.get(opcode, 0)
     if not layers or layers[0] is FuseName:
-        return None, 0, names
-    return layers[0], fixed_size(layers[0]), names
+        return None, 0, names, None, bool(names)
+    then = layers[1] if len(layers) > 1 and layers[1] not in (FuseName, Raw) else None
+    named = any(bound is FuseName for _, bound in layers[0].payload_guess)  # its bindings
+    return layers[0], fixed_size(layers[0]), names, then, named
 
 
 def decode_request(data: bytes, minor: int, flags: int) -> Packet:
@@ -220,7 +223,8 @@ def decode_request(data: bytes, minor: int, flags: int) -> Packet:
     ext = int(packet.total_extlen) * 8
     body = data[FUSE_IN_HEADER_SIZE: len(data) - ext] if ext else data[FUSE_IN_HEADER_SIZE:]
     size = fixed_size(layers[0])
-    head: Packet = FuseInHeader(data[:FUSE_IN_HEADER_SIZE]) / layers[0](body[:size])
+    first = layers[0](body[:size]) if len(body) >= size else Raw(body)  # as scapy reads a short part
+    head: Packet = FuseInHeader(data[:FUSE_IN_HEADER_SIZE]) / first
     rest = body[size:]
     if rest:
         head = head / (full[1](rest) if len(full) > 1 else Raw(rest))
