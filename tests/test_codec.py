@@ -11,7 +11,7 @@ from scapy.packet import Packet
 
 from fuzz.strategies import packets
 from protocol import LAYER_CLASSES
-from protocol.codec import codec
+from protocol.codec import Encoded, codec, head_codec
 from protocol.layers.base import ArrayField, NestedField, fixed_size
 from protocol.layers.header import FuseInHeader
 from protocol.layers.structs import FuseEntryOut, FuseInitIn
@@ -102,3 +102,53 @@ def test_field_patches_one_field_in_place() -> None:
     assert offset == 8
     unique.pack_into(buf, offset, 0xABCDEF)
     assert Header(bytes(buf)).unique == 0xABCDEF and Header(bytes(buf)).opcode == 3
+
+
+@pytest.mark.parametrize("cls", FIXED, ids=lambda cls: cls.__name__)
+def test_build_is_scapy_with_the_class_defaults(cls: type[Packet]) -> None:
+    k = codec(cls)
+    assert k.build() == bytes(cls())
+
+    @given(packets(cls))
+    def check(pkt: Packet) -> None:
+        fields = flatten(cls(bytes(pkt)))
+        assert k.build(**fields) == bytes(pkt)
+        some = dict(list(fields.items())[::2])  # every other field given, the rest defaults
+        assert k.builder(*some)(*some.values()) == k.build(**some)
+        if all(name.isidentifier() and name[0] != "_" for name in k.names):
+            assert k.record(bytes(pkt))._asdict() == fields
+        else:
+            with pytest.raises(TypeError):
+                k.record(bytes(pkt))
+
+    check()
+
+
+def test_builder_of_one_field_and_unknown_names() -> None:
+    from protocol.layers.structs import FuseForgetIn
+
+    assert codec(FuseForgetIn).builder("nlookup")(7) == bytes(FuseForgetIn(nlookup=7))
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        codec(FuseForgetIn).builder("nope")
+    with pytest.raises(TypeError, match="nested or array"):
+        codec(FuseEntryOut).record(bytes(codec(FuseEntryOut).size))
+
+
+@pytest.mark.parametrize("cls", VARIABLE, ids=lambda cls: cls.__name__)
+def test_head_codec_reads_the_fixed_fields_a_variable_part_opens_with(cls: type[Packet]) -> None:
+    head = head_codec(cls)
+
+    @given(packets(cls))
+    def check(pkt: Packet) -> None:
+        raw = bytes(pkt)
+        fields = flatten(cls(raw))
+        assert list(fields)[: len(head.names)] == list(head.names)
+        if len(raw) >= head.size:
+            assert head.unpack(raw) == tuple(fields[name] for name in head.names)
+
+    check()
+
+
+def test_encoded_is_not_a_tuple() -> None:
+    """A handler's tuple of parts must stay unambiguous."""
+    assert not isinstance(Encoded(FuseEntryOut, b""), tuple)
