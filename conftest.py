@@ -29,6 +29,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds a POSIX rule may take before the target's connection is aborted")
     group.addoption("--backing", default=None, metavar="DIR",
                     help="the host directory the target serves (mount:PATH, bindfs, passthrough_ll)")
+    group.addoption("--findings", default="fusecheck-findings", metavar="DIR",
+                    help="where a failing stateful example is saved as a pcap (default: %(default)s)")
     group.addoption("--rule", action="append", default=[], metavar="ID",
                     help="run only the rules whose id starts with ID (FUSE-INIT-004, FUSE-INIT); "
                          "repeatable")

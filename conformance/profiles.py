@@ -2,7 +2,8 @@
 
 ``dev`` for a person at a terminal, ``ci`` deterministic, ``soak`` for nightly
 fuzzing, ``smoke`` for the self-tests' child runs against real daemons.  The
-differential state machines draw ``STATEFUL_EXAMPLES[profile]`` examples.
+differential state machines draw ``STATEFUL_EXAMPLES[profile]`` examples; a machine
+with a count of its own passes its table (``PROTOCOL_MACHINE_EXAMPLES``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, r
 from targets.skip import in_ci
 
 STATEFUL_EXAMPLES = {"dev": 200, "ci": 200, "soak": 5_000, "smoke": 20}
+#: FUSE-MACHINE-001, the kernel-role machine: its examples are cheap (no mount, no tmpfs twin)
+PROTOCOL_MACHINE_EXAMPLES = {"dev": 300, "ci": 300, "soak": 10_000, "smoke": 20}
 
 
 def load() -> str:
@@ -38,19 +41,21 @@ def profile() -> str:
     return os.environ.get("HYPOTHESIS_PROFILE", "ci" if in_ci() else "dev")
 
 
-def stateful_settings() -> settings:
-    """The profile in force, with the state machines' example count for it."""
+def stateful_settings(counts: dict[str, int] | None = None) -> settings:
+    """The profile in force, with the state machines' example count for it (from ``counts``,
+    ``STATEFUL_EXAMPLES`` by default)."""
     default = settings.default
     assert default is not None
-    examples = STATEFUL_EXAMPLES.get(profile(), default.max_examples)
+    examples = (counts or STATEFUL_EXAMPLES).get(profile(), default.max_examples)
     return settings(default, max_examples=examples)
 
 
-def run_stateful(factory: Callable[[], RuleBasedStateMachine], part: int = 0, parts: int = 1) -> None:
+def run_stateful(factory: Callable[[], RuleBasedStateMachine], part: int = 0, parts: int = 1,
+                 counts: dict[str, int] | None = None) -> None:
     """Run slice ``part`` of ``parts`` of a state machine's examples (each slice a test of its own,
     so xdist runs them side by side); together they draw the profile's count. Under a
     derandomized profile each slice has its own fixed seed, so slices differ and runs repeat."""
-    whole = stateful_settings()
+    whole = stateful_settings(counts)
     share = settings(whole, max_examples=-(-whole.max_examples // parts))
     if parts == 1 or not whole.derandomize:
         run_state_machine_as_test(factory, settings=share)  # type: ignore[arg-type]

@@ -10,7 +10,9 @@ libfuse 3.14 keeps the signal as the session error and they exit non-zero.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,12 +42,25 @@ class Requirement:
         return path
 
 
+def nothing_hidden(name: str, st: os.stat_result) -> bool:
+    """No entry of the backing dir is the filesystem's own metadata."""
+    return False
+
+
+def overlay_metadata(name: str, st: os.stat_result) -> bool:
+    """Overlay metadata in upperdir: whiteouts for removed names (0:0 character
+    devices, or ``.wh.NAME``) and opaque-directory markers (``.wh..wh..opq``)."""
+    return name.startswith(".wh.") or (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0)
+
+
 @dataclass(frozen=True)
 class Instance:
-    """One prepared daemon: its argv with ``{fd}`` still in it, and what it serves."""
+    """One prepared daemon: its argv with ``{fd}`` still in it, what it serves, and which
+    entries of that directory are the daemon's own metadata (not served)."""
 
     template: tuple[str, ...]
     backing: Path | None = None
+    hidden: Callable[[str, os.stat_result], bool] = nothing_hidden
 
     def argv(self, fd: int) -> list[str]:
         return [word.replace(FD_PLACEHOLDER, str(fd)) for word in self.template]
@@ -128,7 +143,7 @@ def _fuse_overlayfs(scratch: Path, options: Options) -> Instance:
     # An empty lowerdir makes the merged view equal upperdir, where writes land:
     # upperdir is then a true backing directory.
     opts = mount_options(options, f"lowerdir={lower}", f"upperdir={upper}", f"workdir={work}")
-    return Instance(("fuse-overlayfs", "-f", *opts, "/dev/fd/{fd}"), backing=upper)
+    return Instance(("fuse-overlayfs", "-f", *opts, "/dev/fd/{fd}"), backing=upper, hidden=overlay_metadata)
 
 
 _TOOLCHAIN = (Requirement("gcc", "gcc"), Requirement("pkg-config", "pkg-config"))

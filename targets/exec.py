@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -14,7 +16,7 @@ from targets.channel import (
     Transcript,
     seqpacket_pair,
 )
-from targets.daemons import REGISTRY, Instance
+from targets.daemons import REGISTRY, Instance, nothing_hidden
 from targets.errors import TargetSpecError
 from targets.process import Daemon
 from targets.spec import TargetSpec, parse_spec
@@ -54,6 +56,8 @@ class ExecTarget:
         self.scratch_root = scratch_root
         self.scratch: Path | None = None
         self.backing: Path | None = None
+        #: which entries of ``backing`` are the daemon's own metadata, not served
+        self.backing_hidden: Callable[[str, os.stat_result], bool] = nothing_hidden
         self.daemon: Daemon | None = None
         self._channel: SeqpacketChannel | None = None
         self.exit_status: int | None = None
@@ -92,6 +96,7 @@ class ExecTarget:
             self.scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch_root))
             instance = self._instance(self.scratch)
             self.backing = instance.backing
+            self.backing_hidden = instance.hidden
             ours, theirs = seqpacket_pair(self.bufsize)
             with theirs:  # the daemon's end: ours to close once it is passed on
                 self._channel = SeqpacketChannel(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
 import threading
@@ -25,7 +24,14 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 from targets import build, fusedev
-from targets.daemons import Requirement, mount_options, populate, reference_argv, reference_source
+from targets.daemons import (
+    Requirement,
+    mount_options,
+    overlay_metadata,
+    populate,
+    reference_argv,
+    reference_source,
+)
 from targets.errors import TargetDied, TargetError, TargetSpecError
 from targets.probe import probe_features
 from targets.process import Daemon, wait_ready
@@ -225,9 +231,7 @@ class FuseOverlayfs(SuiteMount):
                           "other_users", "permissions", "acl"})
 
     def backing_hidden(self, name: str, st: os.stat_result) -> bool:
-        """Overlay metadata in upperdir: whiteouts for removed names (0:0 character
-        devices, or ``.wh.NAME``) and opaque-directory markers (``.wh..wh..opq``)."""
-        return name.startswith(".wh.") or (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0)
+        return overlay_metadata(name, st)
 
     def argv(self, scratch: Path, mountpoint: Path) -> list[str]:
         lower, upper, work = (scratch / d for d in ("lower", "upper", "work"))

@@ -88,7 +88,8 @@ mutant("link-stale-nlink", "metadata", "LINK answers the inode's link count from
 
 
 def _absent_is_fine(srv: Any, req: Request, data: bytes) -> bytes:
-    if req.opcode in (c.FUSE_UNLINK, c.FUSE_REMOVEXATTR) and -_error_of(data) in (errno.ENOENT, errno.ENODATA):
+    absent = (errno.ENOENT, errno.ENODATA)
+    if req.opcode in (c.FUSE_UNLINK, c.FUSE_REMOVEXATTR) and -_error_of(data) in absent:
         return _as_success(data)
     return data
 
@@ -110,7 +111,8 @@ mutant("rmdir-notempty-eio", "namespace", "RMDIR of a non-empty directory answer
 def _rename_to_itself(srv: Any, req: Request) -> None:
     names = [layer for layer in req.packet.iterpayloads() if isinstance(layer, FuseName)]
     if len(names) == 2:
-        names[1].setfieldval("name", names[0].getfieldval("name"))  # POSIX: a rename onto itself succeeds and does nothing
+        # POSIX: a rename onto itself succeeds and does nothing
+        names[1].setfieldval("name", names[0].getfieldval("name"))
 
 
 mutant("rename-ignores-new-name", "namespace", "RENAME answers success and leaves the name where it was",
