@@ -550,10 +550,10 @@ def _reply_packet(layers: Layers, error: int, data: bytes) -> Packet:
     """A hot reply dissected as ``receive`` does on the scapy path."""
     header = FuseOutHeader(data[:FUSE_OUT_HEADER_SIZE])
     body = data[FUSE_OUT_HEADER_SIZE:]
-    if error:
-        return header / Raw(body) if body else header
-    decoded = decode_body(layers, body)
-    return header / decoded if decoded is not None else header
+    part = (Raw(body) if body else None) if error else decode_body(layers, body)
+    if part is not None:
+        header.add_payload(part)  # both fresh: no copy, unlike ``header / part``
+    return header
 
 
 def _with_unique(finding: Finding, unique: int) -> Finding:

@@ -22,13 +22,14 @@ TINY_DAEMON = ROOT / "tests" / "fakes" / "tiny_daemon.py"
 RULE_LINE = re.compile(r"^(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\s+([A-Z]+-[A-Z]+-\d{3})", re.M)
 
 
-def run_conformance(target: str, *extra: str, prefix: Sequence[str] = ()
-                    ) -> subprocess.CompletedProcess[str]:
+def run_conformance(target: str, *extra: str, prefix: Sequence[str] = (),
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``pytest conformance --target=TARGET EXTRA...`` in a child process; ``prefix`` is a
-    command that runs it (a chroot), as in ``PREFIX... python -m pytest ...``."""
+    command that runs it (a chroot), as in ``PREFIX... python -m pytest ...``; ``env``
+    overrides the environment (``HYPOTHESIS_PROFILE``)."""
     # a quick profile: these runs check the rules' plumbing against real daemons; the
     # default profile (200 machine examples) is what a user's run gets
-    env = {"HYPOTHESIS_PROFILE": "smoke", **os.environ, "PYTHONPATH": str(ROOT)}
+    env = {"HYPOTHESIS_PROFILE": "smoke", **os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [*prefix, sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider", "-q",
          f"--target={target}", *extra],

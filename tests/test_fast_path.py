@@ -220,7 +220,7 @@ def test_observed_requests_are_judged_alike(data: st.DataObject, opcode: int) ->
 def test_request_bytes_alike(data: st.DataObject, opcode: int) -> None:
     """Header values and lies (length, total_extlen, extensions) encode the same way."""
     parts = body_of(data.draw(requests(opcode)))
-    kw = data.draw(st.fixed_dictionaries({}, optional={
+    kw: dict[str, Any] = data.draw(st.fixed_dictionaries({}, optional={
         "length": st.integers(0, 2**32 - 1), "total_extlen": st.integers(0, 2**16 - 1),
         "extensions": st.binary(max_size=24), "uid": st.integers(0, 2**32 - 1),
         "nodeid": st.integers(0, 2**64 - 1)}))
@@ -291,7 +291,8 @@ def test_servers_answer_alike(data: st.DataObject, uid: int, cache: str, acl: bo
     assert fast.encode_fast and not slow.encode_fast
     kernel = KernelSession(uid=uid, gid=uid, pid=os.getpid())
     nodes, fhs, dirs = [1], [0], [0]
-    preamble = [(c.FUSE_LOOKUP, [FuseName(name=n)], 1) for n in (b"hello.txt", b"dir", b"link")]
+    preamble: list[tuple[int, list[Packet], int]] = [
+        (c.FUSE_LOOKUP, [FuseName(name=n)], 1) for n in (b"hello.txt", b"dir", b"link")]
     preamble += [(c.FUSE_OPEN, [FuseOpenIn(flags=os.O_RDWR)], 2), (c.FUSE_OPENDIR, [FuseOpenIn()], 1)]
     steps = data.draw(st.integers(1, 30))
     for i in range(len(preamble) + steps):
@@ -323,7 +324,7 @@ def test_servers_answer_alike(data: st.DataObject, uid: int, cache: str, acl: bo
     "rdev": st.integers(0, 2**32 - 1), "size": st.integers(0, 2**63 - 1),
     "atime": st.integers(0, 2**63 - 1), "mtime": st.integers(0, 2**63 - 1),
     "ctime": st.integers(0, 2**63 - 1)}), cache=st.sampled_from(["none", "auto", "always"]))
-def test_reply_parts_encode_alike(inode_fields: dict[str, int], cache: str) -> None:
+def test_reply_parts_encode_alike(inode_fields: dict[str, Any], cache: str) -> None:
     from targets.reference.fs_types import Inode
     from targets.reference.server import _dirent
 

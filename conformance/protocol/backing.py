@@ -16,7 +16,6 @@ from pathlib import Path
 
 from conformance.protocol.model import XATTR_PREFIX, Inode, Model, Problems
 
-
 Hidden = Callable[[str, os.stat_result], bool]  # the daemon's own metadata in the directory
 
 

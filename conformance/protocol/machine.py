@@ -168,11 +168,12 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.failed = True
         sequence = [self.bench.init, *self.steps, *(self.checking or [])]
         what = "\n".join(f"- {p}" for p in problems)
-        path = save(self.bench.save_to, sequence, [f"{RULE_ID}: {what}", f"replay: {self.bench.replay}"])
+        command = self.bench.replay.format(file=self.bench.save_to)
+        path = save(self.bench.save_to, sequence, [f"{RULE_ID}: {what}", f"replay: {command}"])
         raise MachineFailure(
             f"{RULE_ID}: the server disagrees with what it said before:\n{what}\n\n"
             f"the example's {len(sequence)} requests and their replies:\n{describe(sequence)}\n\n"
-            f"saved as {path}\nreplay: {self.bench.replay.format(file=path)}")
+            f"saved as {path}\nreplay: {command}")
 
     # -- what the kernel would do to reach a path -----------------------------
     def nodeid(self, inode: Inode) -> int:

@@ -94,7 +94,7 @@ def _nlink_plus_one_for_files(srv: Any, req: Request, result: Any) -> Any:
 
 
 mutant("nlink-off-by-one", "metadata", "regular files report one link too many",
-       "POSIX-LINK-001", "POSIX-MACHINE-001",
+       "POSIX-LINK-001", "POSIX-MACHINE-001", "FUSE-MACHINE-001",
        result=_on({c.FUSE_GETATTR, c.FUSE_LOOKUP, c.FUSE_LINK, c.FUSE_READDIRPLUS},
                   _nlink_plus_one_for_files))
 
@@ -130,7 +130,7 @@ def _short_read(srv: Any, req: Request, result: Any) -> Any:
 
 
 mutant("read-drops-last-byte", "data", "READ returns one byte less than it has",
-       "FUSE-READ-001", "POSIX-RW-001", "POSIX-MACHINE-001",
+       "FUSE-READ-001", "POSIX-RW-001", "POSIX-MACHINE-001", "FUSE-MACHINE-001",
        result=_on({c.FUSE_READ}, _short_read))
 
 
@@ -317,7 +317,8 @@ def _retype_regular(srv: Any, req: Request, result: Any) -> Any:
 
 
 mutant("lookup-type-lies", "namespace", "LOOKUP reports regular files as directories",
-       "FUSE-LOOKUP-002", "POSIX-MACHINE-001", result=_on({c.FUSE_LOOKUP}, _retype_regular))
+       "FUSE-LOOKUP-002", "POSIX-MACHINE-001", "FUSE-MACHINE-001",
+       result=_on({c.FUSE_LOOKUP}, _retype_regular))
 
 
 # -- locks and times -------------------------------------------------------------

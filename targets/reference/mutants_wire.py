@@ -84,7 +84,7 @@ def _stale_link_count(srv: Any, req: Request, result: Any) -> Any:
 
 
 mutant("link-stale-nlink", "metadata", "LINK answers the inode's link count from before the link",
-       "FUSE-LINK-001", result=_on({c.FUSE_LINK}, _stale_link_count))
+       "FUSE-LINK-001", "FUSE-MACHINE-001", result=_on({c.FUSE_LINK}, _stale_link_count))
 
 
 def _absent_is_fine(srv: Any, req: Request, data: bytes) -> bytes:
@@ -116,7 +116,7 @@ def _rename_to_itself(srv: Any, req: Request) -> None:
 
 
 mutant("rename-ignores-new-name", "namespace", "RENAME answers success and leaves the name where it was",
-       "FUSE-RENAME-001", request=_on({c.FUSE_RENAME}, _rename_to_itself))
+       "FUSE-RENAME-001", "FUSE-MACHINE-001", request=_on({c.FUSE_RENAME}, _rename_to_itself))
 
 
 def _tmpfile_linked(srv: Any, req: Request, result: Any) -> Any:
@@ -137,7 +137,7 @@ def _short_count(srv: Any, req: Request, result: Any) -> Any:
 
 
 mutant("write-short-count", "data", "WRITE stores every byte but answers one byte fewer",
-       "FUSE-WRITE-001", result=_on({c.FUSE_WRITE}, _short_count))
+       "FUSE-WRITE-001", "FUSE-MACHINE-001", result=_on({c.FUSE_WRITE}, _short_count))
 
 
 def _zeros_past_end(srv: Any, req: Request, result: Any) -> Any:
@@ -158,7 +158,7 @@ def _chmod_truncates(srv: Any, req: Request) -> None:
 
 
 mutant("chmod-truncates", "metadata", "SETATTR of the mode also truncates the file",
-       "FUSE-SETATTR-001", request=_on({c.FUSE_SETATTR}, _chmod_truncates))
+       "FUSE-SETATTR-001", "FUSE-MACHINE-001", request=_on({c.FUSE_SETATTR}, _chmod_truncates))
 
 
 def _truncate_resets_mode(srv: Any, req: Request) -> None:
