@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import allure
 import pytest
 
 from conformance.profiles import PROTOCOL_MACHINE_EXAMPLES, run_stateful
 from conformance.protocol.machine import RULE_ID, ProtocolMachine
 from conformance.protocol.rig import Rig
 from conformance.rules import rule
+from fuzz.reproducer import describe, load
 from targets.capabilities import serves_wire
 from targets.spec import TargetSpec
 
@@ -35,15 +37,15 @@ def rig(request: pytest.FixtureRequest, target_spec: TargetSpec) -> Iterator[Rig
     opened = Rig(target_spec, timeout=request.config.getoption("--reply-timeout"),
                  backing=Path(backing) if backing else None,
                  save_to=findings / f"{RULE_ID}-{name}-part{part}.pcap")
+    opened.save_to.unlink(missing_ok=True)  # a finding of an earlier run is not this one's
     try:
         yield opened
     finally:
         opened.close()
 
 
-@rule(RULE_ID, "Over random sequences of the kernel's requests the server stays consistent with what "
-      "it answered before (names, nodeids, lookup counts, handles, contents, modes, times, link counts, "
-      "xattrs, listings) and, when its directory is known, with that directory",
+@rule(RULE_ID, "Over random request sequences the server stays consistent with its earlier replies "
+      "(entries, attributes, contents, xattrs, listings) and with the directory it serves, when known",
       source="linux fs/fuse (dir.c, file.c, inode.c, xattr.c): what the kernel caches and relies on; "
              "POSIX.1-2017 for the semantics of each call", opcodes=OPCODES, feature="MACHINE")
 @pytest.mark.spread
@@ -51,6 +53,14 @@ def rig(request: pytest.FixtureRequest, target_spec: TargetSpec) -> Iterator[Rig
 def test_protocol_machine(rig: Rig, part: int, record_property: object) -> None:
     try:
         run_stateful(lambda: ProtocolMachine(rig.bench()), part, PARTS, PROTOCOL_MACHINE_EXAMPLES)
+    except AssertionError:
+        if rig.save_to.exists():  # the shrunk sequence: hypothesis runs it last
+            exchanges, notes = load(rig.save_to)
+            allure.attach("\n".join(notes) + "\n\n" + describe(exchanges), name=f"{RULE_ID} sequence",
+                          attachment_type=allure.attachment_type.TEXT)
+            allure.attach(rig.save_to.read_bytes(), name=rig.save_to.name,
+                          attachment_type=allure.attachment_type.PCAP)
+        raise
     finally:
         record_property("examples", rig.examples)  # type: ignore[operator]
         record_property("daemon restarts", rig.restarts)  # type: ignore[operator]
