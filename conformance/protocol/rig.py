@@ -15,7 +15,7 @@ import pytest
 
 from conformance.checks import errno_name
 from conformance.protocol.machine import Bench
-from conformance.protocol.scratch import READ_ONLY, unique_name
+from conformance.protocol.scratch import READ_ONLY, remove_tree, unique_name
 from fuzz.reproducer import Exchange
 from protocol import constants as c
 from protocol.layers.structs import FuseForgetIn, FuseMkdirIn
@@ -40,17 +40,30 @@ class Rig:
         self.init: Exchange | None = None
         self.restarts = 0
         self.examples = 0
+        self.made: list[bytes] = []  # example directories not removed yet
 
     def bench(self) -> Bench:
         """A bench for the next example, on the running daemon if it is still well."""
         if self.target is None or not self._well():
             self._reopen()
         assert self.conn is not None and self.init is not None and self.target is not None
+        self._clean_up()
         self.examples += 1
+        name = unique_name("machine")
+        self.made.append(name)
         backing, hidden = (self.backing, None) if self.backing else (self.target.backing,
                                                                      self.target.backing_hidden)
-        return Bench(self.conn, self.init, unique_name("machine"), backing, hidden, self.save_to,
-                     self.replay)
+        return Bench(self.conn, self.init, name, backing, hidden, self.save_to, self.replay)
+
+    def _clean_up(self) -> None:
+        """Remove the directories earlier examples made (the served tree may outlive us)."""
+        assert self.conn is not None
+        while self.made:
+            try:
+                remove_tree(self.conn, self.made[-1])
+            except (TargetError, AssertionError):
+                pass  # what an example broke: the next bench reopens the daemon if need be
+            self.made.pop()
 
     def _well(self) -> bool:
         assert self.target is not None and self.conn is not None
@@ -87,6 +100,11 @@ class Rig:
 
     def close(self) -> None:
         if self.target is not None:
+            try:
+                if self._well():
+                    self._clean_up()
+            except (TargetError, AssertionError):
+                pass
             try:
                 self.target.close()
             except TargetError:

@@ -20,6 +20,7 @@ from protocol import constants as c
 from protocol.events import Reply
 from protocol.layers.structs import (
     FuseCreateIn,
+    FuseForgetIn,
     FuseGetattrIn,
     FuseMkdirIn,
     FuseMknodIn,
@@ -147,6 +148,18 @@ def open_out(reply: Reply) -> Packet:
     """The fuse_open_out of a CREATE or TMPFILE reply (after its fuse_entry_out)."""
     assert FuseOpenOut in reply.packet, f"{reply.opcode_name} reply has no fuse_open_out"
     return reply.packet[FuseOpenOut]
+
+
+def remove_tree(conn: KernelConnection, name: bytes, parent: int = c.FUSE_ROOT_ID) -> bool:
+    """Remove directory ``name`` of ``parent`` and all it holds (best effort); False when the
+    name is not there (any more)."""
+    found = conn.call(c.FUSE_LOOKUP, FuseName(name=name), nodeid=parent)
+    if not found.ok or found.body is None or not int(found.body.nodeid):
+        return False
+    _empty(conn, int(found.body.nodeid))
+    conn.call(c.FUSE_RMDIR, FuseName(name=name), nodeid=parent)
+    conn.send(c.FUSE_FORGET, FuseForgetIn(nlookup=1), nodeid=int(found.body.nodeid))
+    return True
 
 
 def _empty(conn: KernelConnection, nodeid: int, depth: int = 0) -> None:
