@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
 import sys
 import threading
@@ -40,18 +39,12 @@ def serve_mounted(server: ReferenceServer, mountpoint: Path, record: Path | None
                             subtype="fusecheck") as (fd, _conn):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, on_signal)
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w)
 
         def read() -> bytes:
-            """The next request; b"" once stopped or unmounted. The wait includes the signal
-            wakeup pipe: a signal some other thread took still wakes this one to run it."""
+            """The next request; b"" once stopped or unmounted. This thread reads and answers
+            (``workers=0``) and is the only one taking signals: a signal interrupts the read,
+            its handler unmounts, and the read retried sees ENODEV."""
             while not stop.is_set():
-                ready, _, _ = select.select([fd, wake_r], [], [])
-                if wake_r in ready:
-                    os.read(wake_r, 512)  # Python has run the handlers by now
-                    continue
                 try:
                     return os.read(fd, BUFFER)
                 except OSError as exc:
@@ -68,11 +61,8 @@ def serve_mounted(server: ReferenceServer, mountpoint: Path, record: Path | None
         channel = recorder.wrap(read, write) if recorder is not None else (read, write)
         print(f"fusecheck reference server mounted at {mountpoint}", file=sys.stderr, flush=True)
         try:
-            server.serve(*channel)
+            server.serve(*channel, workers=0)
         finally:
-            signal.set_wakeup_fd(-1)
-            os.close(wake_r)
-            os.close(wake_w)
             if recorder is not None:
                 recorder.close()
     return 0
