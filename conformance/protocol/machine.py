@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,7 @@ class Bench:
     hidden: Hidden | None  # which entries of it are the daemon's own metadata
     save_to: Path  # where a failing sequence is saved
     replay: str  # the command that replays it, with {file}
+    failures: list[str] = field(default_factory=list)  # what failed, example after example
 
 
 def _path(text: str) -> tuple[bytes, ...]:
@@ -166,6 +167,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         if self.failed:  # teardown after a failure: the first one is what counts
             raise MachineFailure("; ".join(problems))
         self.failed = True
+        self.bench.failures.append("\n".join(problems))
         sequence = [self.bench.init, *self.steps, *(self.checking or [])]
         what = "\n".join(f"- {p}" for p in problems)
         command = self.bench.replay.format(file=self.bench.save_to)

@@ -41,11 +41,15 @@ class Rig:
         self.restarts = 0
         self.examples = 0
         self.made: list[bytes] = []  # example directories not removed yet
+        self.failures: list[str] = []  # the problems of each failed example, in order
+        self._failures_seen = 0
 
     def bench(self) -> Bench:
         """A bench for the next example, on the running daemon if it is still well."""
-        if self.target is None or not self._well():
-            self._reopen()
+        failed = len(self.failures) != self._failures_seen
+        self._failures_seen = len(self.failures)
+        if self.target is None or failed or not self._well():
+            self._reopen()  # after a failure too: what it left must not steer the next example
         assert self.conn is not None and self.init is not None and self.target is not None
         self._clean_up()
         self.examples += 1
@@ -53,7 +57,7 @@ class Rig:
         self.made.append(name)
         backing, hidden = (self.backing, None) if self.backing else (self.target.backing,
                                                                      self.target.backing_hidden)
-        return Bench(self.conn, self.init, name, backing, hidden, self.save_to, self.replay)
+        return Bench(self.conn, self.init, name, backing, hidden, self.save_to, self.replay, self.failures)
 
     def _clean_up(self) -> None:
         """Remove the directories earlier examples made (the served tree may outlive us)."""

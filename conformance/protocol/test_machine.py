@@ -8,6 +8,7 @@ from pathlib import Path
 
 import allure
 import pytest
+from hypothesis.errors import Flaky
 
 from conformance.profiles import PROTOCOL_MACHINE_EXAMPLES, run_stateful
 from conformance.protocol.machine import RULE_ID, ProtocolMachine
@@ -53,6 +54,15 @@ def rig(request: pytest.FixtureRequest, target_spec: TargetSpec) -> Iterator[Rig
 def test_protocol_machine(rig: Rig, part: int, record_property: object) -> None:
     try:
         run_stateful(lambda: ProtocolMachine(rig.bench()), part, PARTS, PROTOCOL_MACHINE_EXAMPLES)
+    except Flaky as exc:
+        if not rig.failures:
+            raise
+        raise AssertionError(
+            f"{RULE_ID}: the server failed an example, then answered the same requests differently "
+            "when hypothesis ran them again (its answers depend on more than the sequence: state from "
+            f"earlier examples, timing), so the failure could not be shrunk. The first failure:\n"
+            f"{rig.failures[0]}\nthe last failing sequence is saved as {rig.save_to}: "
+            f"{rig.replay.format(file=rig.save_to)}") from exc
     except AssertionError:
         if rig.save_to.exists():  # the shrunk sequence: hypothesis runs it last
             exchanges, notes = load(rig.save_to)
