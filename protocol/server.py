@@ -237,6 +237,21 @@ def _finding(code: str, message: str) -> Finding:
     return Finding(code=code, message=message, source=KERNEL)
 
 
+@cache
+def _body_need(opcode: int, minor: int, flags: int) -> tuple[int, bool]:
+    """The fixed bytes a request's body needs at ``minor`` (its leading fixed-size layers), and
+    whether it has any layers at all."""
+    layers = _request_layers(opcode, c.FUSE_KERNEL_MINOR_VERSION if opcode == c.FUSE_INIT else minor,
+                             flags)
+    need = 0
+    for cls in layers:
+        try:
+            need += fixed_size(cls)
+        except TypeError:
+            break
+    return need, bool(layers)
+
+
 def _check_request(length: int, opcode: int, total_extlen: int, data: bytes, minor: int,
                    flags: int) -> list[Finding]:
     """A request's length, opcode, fixed body size, names and extension length (from the
@@ -252,14 +267,7 @@ def _check_request(length: int, opcode: int, total_extlen: int, data: bytes, min
     body = data[FUSE_IN_HEADER_SIZE: len(data) - ext if ext <= len(data) - FUSE_IN_HEADER_SIZE else None]
     if ext > len(data) - FUSE_IN_HEADER_SIZE:
         found.append(_finding("request.extlen", f"total_extlen {total_extlen} exceeds the body"))
-    layers = _request_layers(opcode, c.FUSE_KERNEL_MINOR_VERSION if opcode == c.FUSE_INIT else minor,
-                             flags)
-    need = 0
-    for cls in layers:
-        try:
-            need += fixed_size(cls)
-        except TypeError:
-            break
+    need, has_layers = _body_need(opcode, minor, flags)
     name = c.OPCODE_NAMES[opcode]
     if opcode == c.FUSE_INIT:
         need = 16 if len(body) < 64 else 64  # before 7.36 the kernel sent 16 bytes
@@ -270,7 +278,7 @@ def _check_request(length: int, opcode: int, total_extlen: int, data: bytes, min
     names = _NAMES.get(opcode, 0)
     if names and body[need:].count(b"\0") < names:
         found.append(_finding("request.name", f"{name} needs {names} NUL-terminated name(s)"))
-    if not layers and body and opcode not in (c.FUSE_INIT,):
+    if not has_layers and body and opcode not in (c.FUSE_INIT,):
         found.append(_finding("request.body-size", f"{name} carries no body, got {len(body)} bytes"))
     if opcode == c.FUSE_WRITE and len(body) >= need:
         size = int.from_bytes(body[16:20], "little")
