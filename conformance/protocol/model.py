@@ -416,13 +416,20 @@ class Model:
             self._take_handle(int(reply.packet[FuseOpenOut].fh), node, int(entry.nodeid), flags,
                               False, f"CREATE of {self.path(node)!r}", out)
 
-    def _unlink_call(self, call: Call, reply: Reply, out: Problems) -> None:
+    def _named(self, call: Call, out: Problems) -> tuple[Inode, bytes, str, int | None] | None:
+        """The parent directory a one-name call is sent to, the name, how to say it, and the key
+        of the inode the name has (None: no such name)."""
         parent = self._dir(call, out)
         if parent is None:
-            return
+            return None
         name = call.names[0]
-        what = f"of {self._in(parent, name)}"
-        key = parent.entries.get(name)
+        return parent, name, f"of {self._in(parent, name)}", parent.entries.get(name)
+
+    def _unlink_call(self, call: Call, reply: Reply, out: Problems) -> None:
+        named = self._named(call, out)
+        if named is None:
+            return
+        parent, name, what, key = named
         if key is None:
             self._error(call, reply, {errno.ENOENT}, what, "the name does not exist", out)
         elif self.inodes[key].is_dir:
@@ -431,12 +438,10 @@ class Model:
             self._unlink(parent, name)
 
     def _rmdir(self, call: Call, reply: Reply, out: Problems) -> None:
-        parent = self._dir(call, out)
-        if parent is None:
+        named = self._named(call, out)
+        if named is None:
             return
-        name = call.names[0]
-        what = f"of {self._in(parent, name)}"
-        key = parent.entries.get(name)
+        parent, name, what, key = named
         if key is None:
             self._error(call, reply, {errno.ENOENT}, what, "the name does not exist", out)
         elif not self.inodes[key].is_dir:
