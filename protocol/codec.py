@@ -92,6 +92,13 @@ class Codec:
                 pick[self._index[name]] = len(base) + j
             except KeyError:
                 raise TypeError(f"{self.cls.__name__} has no field {name!r}") from None
+        given = [self._index[name] for name in names]
+        if given == sorted(set(given)) and all(not base[i] for i in range(len(base)) if i not in given):
+            # in wire order, the rest zero: a struct with pad bytes where the rest lie packs the
+            # values as they come
+            return struct.Struct("<" + "".join(
+                f if i in given else f"{struct.calcsize('<' + f)}x"
+                for i, f in enumerate(self._formats))).pack
         pack = self.struct.pack
         if len(pick) == 1:  # itemgetter of one index gives the value, not a tuple
             return lambda *values: pack((base + values)[pick[0]])

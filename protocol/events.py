@@ -30,6 +30,16 @@ class _Lazy:
     _decode: Decode | None
     _packet: Packet | None
     raw: bytes
+    #: The same class with plain attribute assignment, worn only while ``__init__`` fills the
+    #: slots (five times cheaper than one ``object.__setattr__`` per field)
+    _open: type
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_open" not in cls.__dict__ and not cls.__name__.startswith("_Open"):
+            cls._open = type(f"_Open{cls.__name__}", (cls,), {
+                "__slots__": (), "__setattr__": object.__setattr__, "__delattr__": object.__delattr__,
+                "_open": None})
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -91,15 +101,21 @@ class Request(_Lazy):
                  decode: Decode | None = None, fast: Fast | None = None) -> None:
         if packet is None and decode is None:
             raise TypeError("Request needs its packet or a decode callable")
-        set_ = object.__setattr__  # frozen: past our own __setattr__
-        set_(self, "unique", unique)
-        set_(self, "opcode", opcode)
-        set_(self, "nodeid", nodeid)
-        set_(self, "raw", raw)
-        set_(self, "findings", findings)
-        set_(self, "_packet", packet)
-        set_(self, "_decode", decode)
-        set_(self, "_fast", fast)
+        cls = type(self)
+        object.__setattr__(self, "__class__", cls._open)  # frozen: filled as the open twin
+        self.unique, self.opcode, self.nodeid, self.raw = unique, opcode, nodeid, raw
+        self.findings, self._packet, self._decode, self._fast = findings, packet, decode, fast
+        self.__class__ = cls
+
+    @classmethod
+    def clean(cls, unique: int, opcode: int, nodeid: int, raw: bytes, decode: Decode,
+              fast: Fast | None) -> Request:
+        """A request without findings, undissected: ``Request(...)`` for the hot path."""
+        self = object.__new__(cls._open)
+        self.unique, self.opcode, self.nodeid, self.raw = unique, opcode, nodeid, raw
+        self.findings, self._packet, self._decode, self._fast = (), None, decode, fast
+        self.__class__ = cls
+        return self
 
     @property
     def opcode_name(self) -> str:
@@ -190,8 +206,12 @@ class Reply(_Lazy):
                  request_raw: bytes | None = None) -> None:
         if packet is None and decode is None:
             raise TypeError("Reply needs its packet or a decode callable")
-        self._set(unique=unique, opcode=opcode, error=error, raw=raw, findings=findings,
-                  _packet=packet, _decode=decode, _request=request, _request_raw=request_raw)
+        cls = type(self)
+        object.__setattr__(self, "__class__", cls._open)  # frozen: filled as the open twin
+        self.unique, self.opcode, self.error, self.raw = unique, opcode, error, raw
+        self.findings, self._packet, self._decode = findings, packet, decode
+        self._request, self._request_raw = request, request_raw
+        self.__class__ = cls
 
     @property
     def request(self) -> Packet | None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from functools import cache, partial
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from scapy.packet import Packet, Padding, Raw
 
@@ -49,6 +50,7 @@ HOT = frozenset({
     c.FUSE_LISTXATTR, c.FUSE_FORGET, c.FUSE_BATCH_FORGET, c.FUSE_INTERRUPT,
 })
 _HEADER = codec(FuseInHeader)
+_new_tuple = tuple.__new__
 _XATTR = (c.FUSE_GETXATTR, c.FUSE_LISTXATTR)
 _SIZE_PROBE = FuseInHeader() / FuseGetxattrIn(size=0)  # what reply_layers takes for a size-0 ask
 
@@ -71,6 +73,10 @@ class DaemonSession(NegotiatedSizes):
 
     def receive(self, data: bytes) -> Request:
         """Decode one request and say what is wrong with it."""
+        if self.fast and self.negotiated is not None and self.state != st.AWAIT_INIT:
+            request = self._receive_clean(data)
+            if request is not None:
+                return request
         findings: list[Finding] = []
         if len(data) < FUSE_IN_HEADER_SIZE:
             header = FuseInHeader(data.ljust(FUSE_IN_HEADER_SIZE, b"\0"))
@@ -94,6 +100,32 @@ class DaemonSession(NegotiatedSizes):
                            fast=_fast(head, data, minor, flags))
         return Request(unique=unique, opcode=opcode, nodeid=head.nodeid,
                        packet=decode_request(data, minor, flags), raw=data, findings=tuple(findings))
+
+    def _receive_clean(self, data: bytes) -> Request | None:
+        """A hot request the checks would find nothing wrong with, read through its ``Lane``;
+        None for anything else (``receive`` then reads it the long way and names the faults)."""
+        if len(data) < FUSE_IN_HEADER_SIZE:
+            return None
+        head: Any = _HEADER.record(data)
+        negotiated = self.negotiated
+        assert negotiated is not None
+        lane = _lane(head.opcode, negotiated.minor, negotiated.flags)
+        body = len(data) - FUSE_IN_HEADER_SIZE
+        if lane is None or head.len != len(data) or head.total_extlen or head.unique in self.pending \
+                or (body if lane.bare else body < lane.need):
+            return None
+        if lane.names and data.count(b"\0", FUSE_IN_HEADER_SIZE + lane.need) < lane.names:
+            return None
+        if lane.write and int.from_bytes(data[56:60], "little") != body - lane.need:
+            return None
+        opcode, unique = head.opcode, head.unique
+        if lane.replied:
+            self.pending[unique] = opcode
+        record = lane.record
+        fast = _new_tuple(Fast, (  # Fast(...) without its keyword-parsing __new__
+            head, lane.first, None if record is None else record(data, FUSE_IN_HEADER_SIZE),
+            lane.tail, len(data), lane.names, lane.then, lane.named))
+        return Request.clean(unique, opcode, head.nodeid, data, lane.decode, fast)
 
     def accept_init(self, request: Request, **fields: int) -> bytes:
         """Answer INIT as a server: our version, shared flags, the size the kernel expects."""
@@ -125,6 +157,8 @@ class DaemonSession(NegotiatedSizes):
     def reply(self, request: Request, *layers: Packet | Encoded) -> bytes:
         """A successful reply; fixed structs are cut to the negotiated minor's sizes."""
         variants = self._variants(request)
+        if len(layers) == 1 and type(layers[0]) is Encoded and variants and layers[0].cls is variants[0]:
+            return self._encode(request.unique, 0, layers[0].data)  # one part at its size: as it is
         body = b""
         for i, part in enumerate(layers):
             cls, raw = (part.cls, part.data) if isinstance(part, Encoded) else (type(part), bytes(part))
@@ -210,6 +244,40 @@ def _plan(opcode: int, minor: int, flags: int) -> tuple[Any, int, int, Any, bool
     then = layers[1] if len(layers) > 1 and layers[1] not in (FuseName, Raw) else None
     named = any(bound is FuseName for _, bound in layers[0].payload_guess)  # its bindings
     return layers[0], fixed_size(layers[0]), names, then, named
+
+
+class Lane(NamedTuple):
+    """A hot opcode at one minor and flag set: what a clean request's body holds (``bare``: no
+    body at all; else at least ``need`` bytes, ``names`` NUL-terminated names after them, and
+    for WRITE (``write``) as many data bytes as its size says), and how ``Fast`` reads it."""
+
+    need: int
+    bare: bool
+    names: int
+    write: bool
+    replied: bool
+    first: Any
+    tail: int
+    record: Callable[[bytes, int], Any] | None
+    then: Any
+    named: bool
+    decode: Callable[[bytes], Packet]
+
+
+@cache
+def _lane(opcode: int, minor: int, flags: int) -> Lane | None:
+    """The ``Lane`` of a HOT opcode; None for the others and for compat layouts."""
+    if opcode not in HOT:
+        return None
+    plan = _plan(opcode, minor, flags)
+    if plan is None:
+        return None
+    first, size, names, then, named = plan
+    need, has_layers = _body_need(opcode, minor, flags)
+    return Lane(need=need, bare=not has_layers, names=names, write=opcode == c.FUSE_WRITE,
+                replied=opcode not in NO_REPLY, first=first, tail=FUSE_IN_HEADER_SIZE + size,
+                record=None if first is None else codec(first).record, then=then, named=named,
+                decode=partial(decode_request, minor=minor, flags=flags))
 
 
 def decode_request(data: bytes, minor: int, flags: int) -> Packet:

@@ -87,6 +87,7 @@ from targets.reference.mutants import Applied, applied
 
 NS = 1_000_000_000
 CACHE_TIMEOUTS = {"none": 0.0, "auto": 1.0, "always": 86400.0}
+_VALID = {mode: (int(seconds), int(seconds % 1 * NS)) for mode, seconds in CACHE_TIMEOUTS.items()}
 CACHE_OPEN_FLAGS = {"none": c.FOPEN_DIRECT_IO, "auto": 0, "always": c.FOPEN_KEEP_CACHE}
 #: Request findings after which the request cannot be served: EINVAL
 MALFORMED = frozenset({"request.body-size", "request.name", "request.write-size", "request.extlen"})
@@ -96,7 +97,9 @@ BASE_WANT = (c.FUSE_ASYNC_READ | c.FUSE_POSIX_LOCKS | c.FUSE_FLOCK_LOCKS | c.FUS
              | c.FUSE_READDIRPLUS_AUTO)
 #: Requests that may wait for another request (a lock's release): served on their own thread
 BLOCKING = frozenset({c.FUSE_SETLKW})
+_SILENT = frozenset({c.FUSE_FORGET, c.FUSE_BATCH_FORGET, c.FUSE_INTERRUPT})  # answered by no reply
 _HEADER = codec(FuseInHeader)
+_OPCODE, _OPCODE_AT = _HEADER.field("opcode")
 STATX_BASIC_STATS = 0x7FF
 ATTR_NAMES = ("ino", "size", "blocks", "atime", "mtime", "ctime", "atimensec", "mtimensec",
               "ctimensec", "mode", "nlink", "uid", "gid", "rdev", "blksize")  # what attr_values gives
@@ -228,49 +231,53 @@ class ReferenceServer:
                           f"{finding.message}\n")
 
     def _handle(self, data: bytes) -> bytes | None:
-        with self.lock:
-            request = self.session.receive(data)
+        with self.lock:  # one section: a blocked SETLKW releases it while it waits on ``changed``
+            return self._dispatch(data)
+
+    def _dispatch(self, data: bytes) -> bytes | None:
+        session = self.session
+        request = session.receive(data)
         op = request.opcode
         if op == c.FUSE_INIT:
-            with self.lock:
-                if self.session.negotiated is not None:
-                    return self.session.error(request, errno.EIO)  # INIT comes once
-                return self.session.accept_init(request)
-        if self.session.negotiated is None:
-            return self.session.error(request, errno.EIO)
+            if session.negotiated is not None:
+                return session.error(request, errno.EIO)  # INIT comes once
+            return session.accept_init(request)
+        if session.negotiated is None:
+            return session.error(request, errno.EIO)
         handler = HANDLERS.get(op)
-        if handler is None and op in NO_REPLY:
-            return None  # e.g. a NOTIFY_REPLY to a RETRIEVE never sent: nothing is due
         if handler is None:
-            return self.mutant.reply(self, request, self.session.error(request, errno.ENOSYS))
+            if op in NO_REPLY:
+                return None  # e.g. a NOTIFY_REPLY to a RETRIEVE never sent: nothing is due
+            return self.mutant.reply(self, request, session.error(request, errno.ENOSYS))
         if request.findings and any(f.code in MALFORMED for f in request.findings):
-            return self.session.error(request, errno.EINVAL)
-        cred = caller(request)
+            return session.error(request, errno.EINVAL)
+        unique, mutant = request.unique, self.mutant if self.mutant.mutant is not None else None
+        self.pending.add(unique)
         try:
-            with self.lock:
-                self.pending.add(request.unique)
-                try:
-                    self.mutant.request(self, request)
-                    result = self.mutant.result(self, request, handler(self, request, cred))
-                finally:
-                    self.pending.discard(request.unique)
-                    self.interrupted.discard(request.unique)
-                    if self.waiting:
-                        self.changed.notify_all()
+            if mutant is None:
+                result = handler(self, request, caller(request))
+            else:
+                mutant.request(self, request)
+                result = mutant.result(self, request, handler(self, request, caller(request)))
         except FsError as exc:
-            return self.mutant.reply(self, request, self.session.error(request, exc.errno or errno.EIO))
+            return self.mutant.reply(self, request, session.error(request, exc.errno or errno.EIO))
         except Exception:  # a bug of ours: answer EIO, never leave the kernel waiting
             traceback.print_exc(file=sys.stderr)
-            return self.session.error(request, errno.EIO)
-        if op in (c.FUSE_FORGET, c.FUSE_BATCH_FORGET, c.FUSE_INTERRUPT):
+            return session.error(request, errno.EIO)
+        finally:
+            self.pending.discard(unique)
+            self.interrupted.discard(unique)
+            if self.waiting:
+                self.changed.notify_all()
+        if op in _SILENT:
             return None
         parts = result if isinstance(result, tuple) else ((result,) if result is not None else ())
         try:
-            reply = self.session.reply(request, *parts)
+            reply = session.reply(request, *parts)
         except Exception:  # a value that does not fit its field: EIO, never silence
             traceback.print_exc(file=sys.stderr)
-            return self.session.error(request, errno.EIO)
-        return self.mutant.reply(self, request, reply)
+            return session.error(request, errno.EIO)
+        return reply if mutant is None else mutant.reply(self, request, reply)
 
     def serve(self, read: Callable[[], bytes], write: Callable[[bytes], None], *,
               workers: int = 4) -> None:
@@ -292,8 +299,8 @@ class ReferenceServer:
                     break
                 if not data:
                     break
-                header = _HEADER.record(data) if len(data) >= _HEADER.size else None
-                if header is not None and header.opcode in BLOCKING:
+                if len(data) >= _HEADER.size and _OPCODE.unpack_from(data, _OPCODE_AT)[0] in BLOCKING:
+                    header = _HEADER.record(data)
                     with self.lock:  # known before any INTERRUPT naming it is handled
                         self.pending.add(header.unique)
                     threading.Thread(target=self._answer_blocking, args=(data, write), daemon=True).start()
@@ -327,8 +334,8 @@ class ReferenceServer:
 
     # -- encoding ---------------------------------------------------------
     def timeout(self) -> tuple[int, int]:
-        seconds = CACHE_TIMEOUTS[self.options.cache]
-        return int(seconds), int(seconds % 1 * NS)
+        """entry_valid and attr_valid (seconds, nanoseconds) for the cache mode."""
+        return _VALID[self.options.cache]
 
     def attr_of(self, inode: Inode) -> FuseAttr:
         return fuse_attr(inode)
@@ -409,7 +416,8 @@ class Caller(Cred):
     when first asked for: most requests need no group check."""
 
     def __init__(self, uid: int, gid: int, pid: int) -> None:  # Cred's fields, groups aside
-        self.__dict__.update(uid=uid, gid=gid, pid=pid, _groups=None)
+        fields = self.__dict__
+        fields["uid"], fields["gid"], fields["pid"], fields["_groups"] = uid, gid, pid, None
 
     @property  # type: ignore[override]
     def groups(self) -> tuple[int, ...]:
