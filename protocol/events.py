@@ -111,7 +111,7 @@ class Request(_Lazy):
     def clean(cls, unique: int, opcode: int, nodeid: int, raw: bytes, decode: Decode,
               fast: Fast | None) -> Request:
         """A request without findings, undissected: ``Request(...)`` for the hot path."""
-        self = object.__new__(cls._open)
+        self: Request = object.__new__(cls._open)
         self.unique, self.opcode, self.nodeid, self.raw = unique, opcode, nodeid, raw
         self.findings, self._packet, self._decode, self._fast = (), None, decode, fast
         self.__class__ = cls

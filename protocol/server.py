@@ -17,9 +17,9 @@ packets.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, partial
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from scapy.packet import Packet, Padding, Raw
