@@ -12,14 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError, dataclass, field
+from functools import cache
 from typing import Any, NamedTuple
 
 from scapy.packet import Packet
 
+from protocol.codec import codec
 from protocol.constants import NOTIFY_CODE_NAMES, OPCODE_NAMES
 from protocol.findings import Finding
+from protocol.layers.header import FUSE_IN_HEADER_SIZE
 
 Decode = Callable[[bytes], Packet]
+
+
+@cache
+def _record(cls: type[Packet]) -> Callable[[bytes, int], Any]:
+    return codec(cls).record
 
 
 class _Lazy:
@@ -131,6 +139,8 @@ class Request(_Lazy):
         """The body's ``cls`` layer, as ``packet[cls]`` (a codec record while undissected)."""
         fast = self._fast
         if fast is not None and fast.cls is cls and self._packet is None:
+            if fast.arg is None:  # read when first asked for (``Request.clean``'s requests)
+                return _record(cls)(self.raw, FUSE_IN_HEADER_SIZE)
             return fast.arg
         return self.packet[cls]
 
@@ -156,8 +166,6 @@ class Request(_Lazy):
                 and (fast.then is cls or fast.then is None):
             if fast.then is None:
                 return []
-            from protocol.codec import codec
-
             k = codec(cls)
             return [k.record(self.raw, at) for at in range(fast.tail, fast.end - k.size + 1, k.size)]
         return [p for p in self.packet.iterpayloads() if isinstance(p, cls)]
@@ -172,7 +180,8 @@ class Request(_Lazy):
 
 class Fast(NamedTuple):
     """What a session read with the codec: the header record, the first body struct
-    (``cls``, its record ``arg``; None when the body has none), where the struct ends
+    (``cls``, its record ``arg``: None when the body has none, or when it is to be read on
+    first use), where the struct ends
     (``tail``), where the extensions begin (``end``), how many names the layers hold (-1: a
     body too short for its struct, which only the packet reads) and the fixed-size class
     repeated after the struct (``then``: BATCH_FORGET's); ``named``: scapy dissects bytes

@@ -16,7 +16,6 @@ packets.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -30,7 +29,7 @@ from protocol.codec import Encoded, codec
 from protocol.events import Fast, Request
 from protocol.findings import Finding
 from protocol.layers.base import fixed_size
-from protocol.layers.header import FUSE_IN_HEADER_SIZE, FuseInHeader, FuseOutHeader
+from protocol.layers.header import FUSE_IN_HEADER_SIZE, FUSE_OUT_HEADER_SIZE, FuseInHeader, FuseOutHeader
 from protocol.layers.messages import NO_REPLY, REQUEST_LAYERS, Layers
 from protocol.layers.structs import FuseGetxattrIn, FuseInitIn, FuseInitOut
 from protocol.layers.variable import FuseName
@@ -51,6 +50,7 @@ HOT = frozenset({
 })
 _HEADER = codec(FuseInHeader)
 _new_tuple = tuple.__new__
+_OUT_HEADER = codec(FuseOutHeader).builder("len", "error", "unique")
 _XATTR = (c.FUSE_GETXATTR, c.FUSE_LISTXATTR)
 _SIZE_PROBE = FuseInHeader() / FuseGetxattrIn(size=0)  # what reply_layers takes for a size-0 ask
 
@@ -110,8 +110,9 @@ class DaemonSession(NegotiatedSizes):
         negotiated = self.negotiated
         assert negotiated is not None
         lane = _lane(head.opcode, negotiated.minor, negotiated.flags)
-        body = len(data) - FUSE_IN_HEADER_SIZE
-        if lane is None or head.len != len(data) or head.total_extlen or head.unique in self.pending \
+        size = len(data)
+        body = size - FUSE_IN_HEADER_SIZE
+        if lane is None or head.len != size or head.total_extlen or head.unique in self.pending \
                 or (body if lane.bare else body < lane.need):
             return None
         if lane.names and data.count(b"\0", FUSE_IN_HEADER_SIZE + lane.need) < lane.names:
@@ -121,10 +122,8 @@ class DaemonSession(NegotiatedSizes):
         opcode, unique = head.opcode, head.unique
         if lane.replied:
             self.pending[unique] = opcode
-        record = lane.record
-        fast = _new_tuple(Fast, (  # Fast(...) without its keyword-parsing __new__
-            head, lane.first, None if record is None else record(data, FUSE_IN_HEADER_SIZE),
-            lane.tail, len(data), lane.names, lane.then, lane.named))
+        fast = _new_tuple(Fast, (  # Fast(...) without its keyword-parsing __new__; the body's
+            head, lane.first, None, lane.tail, size, lane.names, lane.then, lane.named))  # on use
         return Request.clean(unique, opcode, head.nodeid, data, lane.decode, fast)
 
     def accept_init(self, request: Request, **fields: int) -> bytes:
@@ -195,7 +194,7 @@ class DaemonSession(NegotiatedSizes):
 
     def _encode(self, unique: int, error: int, body: bytes) -> bytes:
         self.pending.pop(unique, None)
-        return struct.pack("<IiQ", 16 + len(body), error, unique) + body
+        return _OUT_HEADER(FUSE_OUT_HEADER_SIZE + len(body), error, unique) + body
 
     def _advance(self, event: str) -> None:
         new = st.next_state(self.state, event)
@@ -258,7 +257,6 @@ class Lane(NamedTuple):
     replied: bool
     first: Any
     tail: int
-    record: Callable[[bytes, int], Any] | None
     then: Any
     named: bool
     decode: Callable[[bytes], Packet]
@@ -276,7 +274,7 @@ def _lane(opcode: int, minor: int, flags: int) -> Lane | None:
     need, has_layers = _body_need(opcode, minor, flags)
     return Lane(need=need, bare=not has_layers, names=names, write=opcode == c.FUSE_WRITE,
                 replied=opcode not in NO_REPLY, first=first, tail=FUSE_IN_HEADER_SIZE + size,
-                record=None if first is None else codec(first).record, then=then, named=named,
+                then=then, named=named,
                 decode=partial(decode_request, minor=minor, flags=flags))
 
 

@@ -210,7 +210,8 @@ class ReferenceServer:
     def handle(self, data: bytes) -> bytes | None:
         """One request's reply (None for FORGET and the like); audited when asked."""
         if self.audit is None:
-            return self._handle(data)
+            with self.lock:  # as _handle
+                return self._dispatch(data)
         with self.lock:
             self.audit.observe(data)
         reply = self._handle(data)
@@ -582,11 +583,12 @@ def _write(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
 def _statfs(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     fields = srv.fs.statfs()
     if srv.encode_fast:
-        return Encoded(FuseStatfsOut, _STATFS_OUT.build(**{f"st.{k}": v for k, v in fields.items()}))
+        return Encoded(FuseStatfsOut, _STATFS_OUT(*(fields[name] for name in STATFS_NAMES)))
     return FuseStatfsOut(st=FuseKstatfs(**fields))  # type: ignore[arg-type]
 
 
-_STATFS_OUT = codec(FuseStatfsOut)
+STATFS_NAMES = ("blocks", "bfree", "bavail", "files", "ffree", "bsize", "namelen", "frsize")
+_STATFS_OUT = codec(FuseStatfsOut).builder(*(f"st.{name}" for name in STATFS_NAMES))
 
 
 @handles(c.FUSE_RELEASE)
