@@ -111,11 +111,15 @@ class Codec:
 
     def record(self, data: Readable, offset: int = 0) -> Any:
         """The struct read from ``data`` at ``offset`` as a named tuple (flat classes only)."""
+        return self.record_of(self.struct.unpack_from(data, offset))
+
+    def record_of(self, values: tuple[Any, ...]) -> Any:
+        """Values in ``names`` order (``unpack``'s) as the named tuple ``record`` gives."""
         if self._record is None:
             if not all(name.isidentifier() and name[0] != "_" for name in self.names):
                 raise TypeError(f"{self.cls.__name__} has nested or array fields: no record")
             self._record = namedtuple(self.cls.__name__, self.names)  # type: ignore[misc]
-        return self._record._make(self.struct.unpack_from(data, offset))
+        return self._record._make(values)
 
     def pack_into(self, buffer: Writable, offset: int = 0, /, **fields: Any) -> None:
         """Write the struct into ``buffer`` at ``offset``; missing fields are 0."""

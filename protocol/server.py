@@ -30,8 +30,8 @@ from protocol.events import Fast, Request
 from protocol.findings import Finding
 from protocol.layers.base import fixed_size
 from protocol.layers.header import FUSE_IN_HEADER_SIZE, FUSE_OUT_HEADER_SIZE, FuseInHeader, FuseOutHeader
-from protocol.layers.messages import NO_REPLY, REQUEST_LAYERS, Layers
-from protocol.layers.structs import FuseGetxattrIn, FuseInitIn, FuseInitOut
+from protocol.layers.messages import NO_REPLY, REPLY_LAYERS, REQUEST_LAYERS, Layers
+from protocol.layers.structs import FuseGetxattrIn, FuseInitIn, FuseInitOut, FuseWriteIn
 from protocol.layers.variable import FuseName
 from protocol.session import Negotiated, NegotiatedSizes
 from protocol.sizes import init_out_class, reply_layers_at, request_layers_at
@@ -51,6 +51,8 @@ HOT = frozenset({
 _HEADER = codec(FuseInHeader)
 _new_tuple = tuple.__new__
 _OUT_HEADER = codec(FuseOutHeader).builder("len", "error", "unique")
+_WRITE_SIZE, _WRITE_SIZE_IN_BODY = codec(FuseWriteIn).field("size")
+_WRITE_SIZE_AT = FUSE_IN_HEADER_SIZE + _WRITE_SIZE_IN_BODY
 _XATTR = (c.FUSE_GETXATTR, c.FUSE_LISTXATTR)
 _SIZE_PROBE = FuseInHeader() / FuseGetxattrIn(size=0)  # what reply_layers takes for a size-0 ask
 
@@ -73,7 +75,7 @@ class DaemonSession(NegotiatedSizes):
 
     def receive(self, data: bytes) -> Request:
         """Decode one request and say what is wrong with it."""
-        if self.fast and self.negotiated is not None and self.state != st.AWAIT_INIT:
+        if self.fast:
             request = self._receive_clean(data)
             if request is not None:
                 return request
@@ -101,30 +103,48 @@ class DaemonSession(NegotiatedSizes):
         return Request(unique=unique, opcode=opcode, nodeid=head.nodeid,
                        packet=decode_request(data, minor, flags), raw=data, findings=tuple(findings))
 
-    def _receive_clean(self, data: bytes) -> Request | None:
-        """A hot request the checks would find nothing wrong with, read through its ``Lane``;
-        None for anything else (``receive`` then reads it the long way and names the faults)."""
-        if len(data) < FUSE_IN_HEADER_SIZE:
-            return None
-        head: Any = _HEADER.record(data)
+    def admit(self, data: bytes, *, express: bool = False) -> tuple[Any, ...] | None:
+        """fuse_in_header's values of a hot request the checks would find nothing wrong with,
+        now waiting for its reply; None for anything else (``receive`` reads that the long way
+        and names its faults).  ``express``: only when the reply at the negotiated minor has
+        no compat sizes (an ``answer`` body is then encoded at the full ones)."""
+        admitted = self._admit(data, express)
+        return None if admitted is None else admitted[1]
+
+    def answer(self, unique: int, body: bytes = b"", *, error: int = 0) -> bytes:
+        """The reply to request ``unique``: ``body`` as encoded, or an ``error`` (an errno)."""
+        return self._encode(unique, -abs(error), b"" if error else body)
+
+    def _admit(self, data: bytes, express: bool) -> tuple[Lane, tuple[Any, ...]] | None:
         negotiated = self.negotiated
-        assert negotiated is not None
-        lane = _lane(head.opcode, negotiated.minor, negotiated.flags)
         size = len(data)
+        if not self.fast or negotiated is None or self.state == st.AWAIT_INIT or size < FUSE_IN_HEADER_SIZE:
+            return None
+        head = _HEADER.unpack(data)
+        length, opcode, unique, *_rest, extlen, _padding = head
+        lane = _lane(opcode, negotiated.minor, negotiated.flags)
         body = size - FUSE_IN_HEADER_SIZE
-        if lane is None or head.len != size or head.total_extlen or head.unique in self.pending \
-                or (body if lane.bare else body < lane.need):
+        if lane is None or length != size or extlen or unique in self.pending \
+                or (express and not lane.reply_full) or (body if lane.bare else body < lane.need):
             return None
         if lane.names and data.count(b"\0", FUSE_IN_HEADER_SIZE + lane.need) < lane.names:
             return None
-        if lane.write and int.from_bytes(data[56:60], "little") != body - lane.need:
+        if lane.write and _WRITE_SIZE.unpack_from(data, _WRITE_SIZE_AT)[0] != body - lane.need:
             return None
-        opcode, unique = head.opcode, head.unique
         if lane.replied:
             self.pending[unique] = opcode
+        return lane, head
+
+    def _receive_clean(self, data: bytes) -> Request | None:
+        """An admitted request, read through its ``Lane``; None for anything else."""
+        admitted = self._admit(data, False)
+        if admitted is None:
+            return None
+        lane, values = admitted
+        head = _HEADER.record_of(values)
         fast = _new_tuple(Fast, (  # Fast(...) without its keyword-parsing __new__; the body's
-            head, lane.first, None, lane.tail, size, lane.names, lane.then, lane.named))  # on use
-        return Request.clean(unique, opcode, head.nodeid, data, lane.decode, fast)
+            head, lane.first, None, lane.tail, len(data), lane.names, lane.then, lane.named))  # on use
+        return Request.clean(head.unique, head.opcode, head.nodeid, data, lane.decode, fast)
 
     def accept_init(self, request: Request, **fields: int) -> bytes:
         """Answer INIT as a server: our version, shared flags, the size the kernel expects."""
@@ -255,6 +275,7 @@ class Lane(NamedTuple):
     names: int
     write: bool
     replied: bool
+    reply_full: bool
     first: Any
     tail: int
     then: Any
@@ -273,8 +294,9 @@ def _lane(opcode: int, minor: int, flags: int) -> Lane | None:
     first, size, names, then, named = plan
     need, has_layers = _body_need(opcode, minor, flags)
     return Lane(need=need, bare=not has_layers, names=names, write=opcode == c.FUSE_WRITE,
-                replied=opcode not in NO_REPLY, first=first, tail=FUSE_IN_HEADER_SIZE + size,
-                then=then, named=named,
+                replied=opcode not in NO_REPLY,
+                reply_full=_reply_layers(opcode, minor, False) == REPLY_LAYERS.get(opcode),
+                first=first, tail=FUSE_IN_HEADER_SIZE + size, then=then, named=named,
                 decode=partial(decode_request, minor=minor, flags=flags))
 
 
@@ -347,7 +369,7 @@ def _check_request(length: int, opcode: int, total_extlen: int, data: bytes, min
     if not has_layers and body and opcode not in (c.FUSE_INIT,):
         found.append(_finding("request.body-size", f"{name} carries no body, got {len(body)} bytes"))
     if opcode == c.FUSE_WRITE and len(body) >= need:
-        size = int.from_bytes(body[16:20], "little")
+        size = _WRITE_SIZE.unpack_from(body, _WRITE_SIZE_IN_BODY)[0]
         if size != len(body) - need:
             found.append(_finding("request.write-size",
                                   f"WRITE says {size} bytes and carries {len(body) - need}"))

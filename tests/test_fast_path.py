@@ -251,7 +251,7 @@ def step(draw: st.DrawFn, nodes: list[int], fhs: list[int], dirs: list[int]
     node, fh = draw(st.sampled_from(nodes)), draw(st.sampled_from(fhs))
     dfh = draw(st.sampled_from(dirs))
     size = draw(st.sampled_from([0, 3, 100, 4096, 9000]))
-    offset = draw(st.integers(0, 5000))
+    offset = draw(st.one_of(st.integers(0, 24), st.integers(0, 5000)))  # within the seeded files, or past
     data = draw(st.binary(min_size=1, max_size=300))
     choices: dict[int, tuple[list[Packet], int]] = {
         c.FUSE_LOOKUP: ([FuseName(name=draw(NAMES))], draw(st.sampled_from([1, *nodes]))),

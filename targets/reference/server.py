@@ -109,6 +109,7 @@ _ENTRY = codec(FuseEntryOut).builder("nodeid", "generation", "entry_valid", "att
 _ATTR_OUT = codec(FuseAttrOut).builder("attr_valid", "attr_valid_nsec",
                                        *(f"attr.{name}" for name in ATTR_NAMES))
 _DIRENT = head_codec(FuseDirent).builder("ino", "off", "namelen", "type")
+_OPEN_OUT = codec(FuseOpenOut).builder("fh", "open_flags")
 _NO_ENTRY = codec(FuseEntryOut).build()
 _ENTRY_SIZE = fixed_size(FuseEntryOut)
 DIRENT_ALIGN = 8  # the kernel's FUSE_DIRENT_ALIGN: a name padded to 8 bytes (FuseDirent's PadField)
@@ -196,12 +197,15 @@ class ReferenceServer:
     fast: bool = True
     #: Results as ``Encoded`` bytes, not packets: off when a mutant's result hook edits packets
     encode_fast: bool = field(default=True, init=False)
+    #: The express lane (targets.reference.express) for clean hot requests: off with a mutant
+    express: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
         self.session = DaemonSession(want=self.options.want, fast=self.fast)
         self.mutant = applied(self.options.mutant)
         hooks = self.mutant.mutant
         self.encode_fast = self.fast and (hooks is None or hooks.result is None)
+        self.express = self.fast and hooks is None
         self.changed = threading.Condition(self.lock)
         if self.options.audit:
             self.audit = KernelSession()
@@ -211,6 +215,10 @@ class ReferenceServer:
         """One request's reply (None for FORGET and the like); audited when asked."""
         if self.audit is None:
             with self.lock:  # as _handle
+                if self.express:
+                    reply = express_lane.answer(self, data)
+                    if reply is not None:
+                        return reply
                 return self._dispatch(data)
         with self.lock:
             self.audit.observe(data)
@@ -342,19 +350,28 @@ class ReferenceServer:
         return fuse_attr(inode)
 
     def entry(self, inode: Inode) -> FuseEntryOut | Encoded:
-        valid, nsec = self.timeout()
         if self.encode_fast:
-            return Encoded(FuseEntryOut, _ENTRY(inode.ino, inode.generation, valid, valid, nsec, nsec,
-                                                *attr_values(inode)))
+            return Encoded(FuseEntryOut, self.entry_data(inode))
+        valid, nsec = self.timeout()
         return FuseEntryOut(nodeid=inode.ino, generation=inode.generation, entry_valid=valid,
                             attr_valid=valid, entry_valid_nsec=nsec, attr_valid_nsec=nsec,
                             attr=self.attr_of(inode))
 
     def attr_out(self, inode: Inode) -> FuseAttrOut | Encoded:
-        valid, nsec = self.timeout()
         if self.encode_fast:
-            return Encoded(FuseAttrOut, _ATTR_OUT(valid, nsec, *attr_values(inode)))
+            return Encoded(FuseAttrOut, self.attr_data(inode))
+        valid, nsec = self.timeout()
         return FuseAttrOut(attr_valid=valid, attr_valid_nsec=nsec, attr=self.attr_of(inode))
+
+    def entry_data(self, inode: Inode) -> bytes:
+        """fuse_entry_out of ``inode``, encoded."""
+        valid, nsec = self.timeout()
+        return _ENTRY(inode.ino, inode.generation, valid, valid, nsec, nsec, *attr_values(inode))
+
+    def attr_data(self, inode: Inode) -> bytes:
+        """fuse_attr_out of ``inode``, encoded."""
+        valid, nsec = self.timeout()
+        return _ATTR_OUT(valid, nsec, *attr_values(inode))
 
     def part(self, cls: type[Packet], **fields: Any) -> Part:
         """A flat struct reply part: ``cls(**fields)``, or its bytes when encoding fast."""
@@ -382,8 +399,17 @@ class ReferenceServer:
                     self.waiting -= 1
 
     def open_out(self, fh: int, *, directory: bool = False) -> Part:
-        flags = 0 if directory else CACHE_OPEN_FLAGS[self.options.cache]
-        return self.part(FuseOpenOut, fh=fh, open_flags=flags)
+        if self.encode_fast:
+            return Encoded(FuseOpenOut, self.open_data(fh, directory=directory))
+        return FuseOpenOut(fh=fh, open_flags=self.open_flags(directory))
+
+    def open_flags(self, directory: bool) -> int:
+        """FOPEN_* for an open file or directory under the cache mode."""
+        return 0 if directory else CACHE_OPEN_FLAGS[self.options.cache]
+
+    def open_data(self, fh: int, *, directory: bool = False) -> bytes:
+        """fuse_open_out for ``fh``, encoded."""
+        return _OPEN_OUT(fh, self.open_flags(directory))
 
 
 def _main_thread_takes_signals() -> None:
@@ -579,12 +605,25 @@ def _write(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     return srv.part(FuseWriteOut, size=written)
 
 
+def write_data(written: int) -> bytes:
+    """fuse_write_out, encoded."""
+    return _WRITE_OUT(written)
+
+
+_WRITE_OUT = codec(FuseWriteOut).builder("size")
+
+
 @handles(c.FUSE_STATFS)
 def _statfs(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     fields = srv.fs.statfs()
     if srv.encode_fast:
-        return Encoded(FuseStatfsOut, _STATFS_OUT(*(fields[name] for name in STATFS_NAMES)))
+        return Encoded(FuseStatfsOut, statfs_data(fields))
     return FuseStatfsOut(st=FuseKstatfs(**fields))  # type: ignore[arg-type]
+
+
+def statfs_data(fields: dict[str, int]) -> bytes:
+    """fuse_statfs_out of the model's statfs, encoded."""
+    return _STATFS_OUT(*(fields[name] for name in STATFS_NAMES))
 
 
 STATFS_NAMES = ("blocks", "bfree", "bavail", "files", "ffree", "bsize", "namelen", "frsize")
@@ -656,15 +695,24 @@ def _opendir(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
 
 @handles(c.FUSE_READDIR, c.FUSE_READDIRPLUS)
 def _readdir(srv: ReferenceServer, req: Request, cred: Cred) -> Part | None:
-    """The entries from the offset on, as many as the kernel's buffer takes. READDIRPLUS looks
-    each up too: a record with a nodeid counts one kernel reference; ``.``, ``..`` and names the
-    caller may not look up go with nodeid 0 (no attributes)."""
     arg = req.layer(FuseReadIn)
     plus = req.opcode == c.FUSE_READDIRPLUS
-    room = int(arg.size)
-    directory = srv.fs.directory_of(int(arg.fh)) if plus else 0
+    records = dirents(srv, int(arg.fh), int(arg.offset), int(arg.size), plus, cred)
+    if not records:
+        return None
+    cls = FuseDirentplusList if plus else FuseDirentList
+    if srv.encode_fast:
+        return Encoded(cls, b"".join(records))
+    return cls(dirents=records)
+
+
+def dirents(srv: ReferenceServer, fh: int, offset: int, room: int, plus: bool, cred: Cred) -> list[Any]:
+    """The entries from the offset on, as many as the kernel's buffer (``room``) takes.
+    READDIRPLUS looks each up too: a record with a nodeid counts one kernel reference; ``.``,
+    ``..`` and names the caller may not look up go with nodeid 0 (no attributes)."""
+    directory = srv.fs.directory_of(fh) if plus else 0
     records: list[Any] = []
-    for name, ino, kind, next_offset in srv.fs.readdir(int(arg.fh), int(arg.offset)):
+    for name, ino, kind, next_offset in srv.fs.readdir(fh, offset):
         length = ((c.FUSE_NAME_OFFSET + len(name) + 7) & ~7) + (_ENTRY_SIZE if plus else 0)
         if length > room:
             break
@@ -676,12 +724,7 @@ def _readdir(srv: ReferenceServer, req: Request, cred: Cred) -> Part | None:
             except FsError:
                 pass
         records.append(_dirent(srv, ino, next_offset, kind, name, plus, entry))
-    if not records:
-        return None
-    cls = FuseDirentplusList if plus else FuseDirentList
-    if srv.encode_fast:
-        return Encoded(cls, b"".join(records))
-    return cls(dirents=records)
+    return records
 
 
 def _dirent(srv: ReferenceServer, ino: int, off: int, kind: int, name: bytes, plus: bool,
@@ -802,3 +845,4 @@ def _copy_file_range(srv: ReferenceServer, req: Request, cred: Cred) -> Packet:
     return FuseWriteOut(size=min(copied, 0xFFFFFFFF))
 
 
+from targets.reference import express as express_lane  # noqa: E402  (it builds on the above)
