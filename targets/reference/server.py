@@ -12,7 +12,9 @@ Fast path: hot requests are read through ``Request.header``/``layer``/``names``/
 ``data`` (codec records until something dissects the packet) and the hot
 replies are encoded with ``protocol.codec`` into ``Encoded`` parts.  A mutant
 with a result hook changes scapy packets, so with one the results are packets
-(``encode_fast`` off); ``fast=False`` turns both halves off.
+(``encode_fast`` off); ``fast=False`` turns both halves off.  Before all that, with no
+mutant and no audit, the express lane (``targets.reference.express``) answers the clean
+hot requests it covers without building events.
 """
 
 from __future__ import annotations
