@@ -13,6 +13,9 @@ import pytest
 from fuzz.replay import replay
 from fuzz.reproducer import Exchange, load
 from protocol import constants as c
+from protocol.layers import FuseEntryOut, FuseMkdirIn, FuseName, FuseSetattrIn
+from protocol.session import KernelSession
+from targets.reference.server import ReferenceServer
 from targets.spec import parse_spec
 from tests.helpers import ROOT, rule_outcomes, run_conformance
 
@@ -65,3 +68,21 @@ def test_replay_command_line(tmp_path: Path) -> None:
     shown = subprocess.run([sys.executable, "-m", "fuzz", "show", str(saved[0])], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=60, check=True)
     assert "-> FUSE_INIT" in shown.stdout and "FUSE-MACHINE-001" in shown.stdout
+
+
+@pytest.mark.parametrize("spec", ["ref", "passthrough_ll"])
+def test_a_directory_made_in_a_setgid_directory_may_be_setgid(spec: str) -> None:
+    """Linux makes it setgid (inode_init_owner), POSIX leaves it open: the model takes either
+    (found from a fresh clone: the machine failed the reference server for doing as Linux)."""
+    kernel = KernelSession()
+    srv = ReferenceServer()
+    steps = [kernel.init(),
+             kernel.request(c.FUSE_MKDIR, FuseMkdirIn(mode=0o755), FuseName(name=b"machine-sgid")),
+             kernel.request(c.FUSE_MKDIR, FuseMkdirIn(mode=0o755), FuseName(name=b"d"), nodeid=2),
+             kernel.request(c.FUSE_SETATTR, FuseSetattrIn(valid=c.FATTR_MODE, mode=0o2750), nodeid=3),
+             kernel.request(c.FUSE_MKDIR, FuseMkdirIn(mode=0o755), FuseName(name=b"a"), nodeid=3)]
+    exchanges = [Exchange(raw, srv.handle(raw)) for raw in steps]
+    made = kernel.receive(exchanges[-1].reply or b"")
+    assert int(made.packet[FuseEntryOut].attr.mode) == 0o42755  # type: ignore[union-attr]
+    outcome = replay(exchanges, parse_spec(spec))
+    assert not outcome.reproduced, outcome.problems

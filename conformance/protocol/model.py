@@ -379,6 +379,11 @@ class Model:
             return None
         if not self._expect(call, reply, set(), what, out):
             return None
+        if stat.S_ISDIR(mode) and parent.mode & stat.S_ISGID:
+            # Linux (fs/inode.c inode_init_owner) makes a directory made in a setgid directory
+            # setgid too; POSIX leaves it to the implementation: either is right
+            said = int(reply.packet[FuseEntryOut].attr.mode)
+            mode = said if said in (mode, mode | stat.S_ISGID) else mode | stat.S_ISGID
         node = self._new(mode)
         self._link(node, parent, name)
         self._take_entry(reply.packet[FuseEntryOut], node, f"{call.name} {what}", out)
