@@ -33,7 +33,7 @@ from protocol.layers.structs import (
     FuseWriteIn,
 )
 from targets.reference.fs_types import FsError
-from targets.reference.server import Caller, dirents, statfs_data, write_data
+from targets.reference.server import Caller, dirents, registrar, statfs_data, write_data
 
 if TYPE_CHECKING:
     from targets.reference.server import ReferenceServer
@@ -69,12 +69,7 @@ def answer(srv: ReferenceServer, data: bytes) -> bytes | None:
             srv.changed.notify_all()
 
 
-def express(*opcodes: int) -> Callable[[Express], Express]:
-    def register(fn: Express) -> Express:
-        for opcode in opcodes:
-            EXPRESS[opcode] = fn
-        return fn
-    return register
+express = registrar(EXPRESS)
 
 
 def _cred(head: tuple[Any, ...]) -> Caller:

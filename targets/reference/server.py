@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from queue import SimpleQueue
-from typing import Any
+from typing import Any, TypeVar
 
 from scapy.packet import Packet, Raw
 
@@ -165,15 +165,22 @@ class Options:
 
 
 Handler = Callable[["ReferenceServer", Request, Cred], "Part | tuple[Part, ...] | None"]
+Fn = TypeVar("Fn", bound=Callable[..., Any])
 HANDLERS: dict[int, Handler] = {}
 
 
-def handles(*opcodes: int) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        for opcode in opcodes:
-            HANDLERS[opcode] = fn
-        return fn
-    return register
+def registrar(table: dict[int, Fn]) -> Callable[..., Callable[[Fn], Fn]]:
+    """A decorator factory: ``@it(OPCODE, ...)`` enters the function in ``table`` for each."""
+    def opcodes(*numbers: int) -> Callable[[Fn], Fn]:
+        def register(fn: Fn) -> Fn:
+            for number in numbers:
+                table[number] = fn
+            return fn
+        return register
+    return opcodes
+
+
+handles = registrar(HANDLERS)
 
 
 @dataclass
