@@ -1,0 +1,197 @@
+"""Split virtqueues (virtio 1.2, 2.7; linux/virtio_ring.h), sans-IO: the ring structs as
+scapy layers, and ``SplitQueue``, the driver's side of one queue laid out in guest memory
+the caller owns (``GuestMemory``: a writable buffer and the guest physical address it
+starts at). The driver makes descriptor chains (device-readable parts, then
+device-writable ones, directly or through an indirect table), offers their heads in the
+available ring, and takes back what the device put in the used ring."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from protocol.codec import codec
+from protocol.layers.base import fixed_size, u16, u32, u64
+from protocol.vhost import constants as v
+from protocol.vhost.messages import VhostStruct
+
+
+class VringDesc(VhostStruct):
+    c_name = "vring_desc"
+    fields_desc = [u64("addr"), u32("len"), u16("flags"), u16("next")]
+
+
+class VringAvail(VhostStruct):
+    """The available ring's head; ``ring[num]`` (u16 heads) and ``used_event`` follow."""
+
+    c_name = "vring_avail"
+    fields_desc = [u16("flags"), u16("idx")]
+
+
+class VringUsedElem(VhostStruct):
+    c_name = "vring_used_elem"
+    fields_desc = [u32("id"), u32("len")]
+
+
+class VringUsed(VhostStruct):
+    """The used ring's head; ``ring[num]`` (vring_used_elem) and ``avail_event`` follow."""
+
+    c_name = "vring_used"
+    fields_desc = [u16("flags"), u16("idx")]
+
+
+_DESC = codec(VringDesc).struct
+_USED_ELEM = codec(VringUsedElem).struct
+_U16 = struct.Struct("<H")  # an available ring entry, an index, an event word
+_AVAIL_IDX = codec(VringAvail).field("idx")[1]
+_USED_IDX = codec(VringUsed).field("idx")[1]
+_AVAIL_RING, _USED_RING = fixed_size(VringAvail), fixed_size(VringUsed)
+
+
+def ring_sizes(num: int) -> tuple[int, int, int]:
+    """Bytes of the descriptor table, the available ring and the used ring for ``num``
+    entries (event-index words included)."""
+    avail = _AVAIL_RING + _U16.size * (num + 1)
+    return _DESC.size * num, avail, _USED_RING + _USED_ELEM.size * num + _U16.size
+
+
+def _align(value: int, to: int) -> int:
+    return (value + to - 1) & ~(to - 1)
+
+
+@dataclass
+class GuestMemory:
+    """The guest's RAM as this side sees it: ``buffer`` holds guest physical addresses
+    ``base`` to ``base + len(buffer)``; ``alloc`` hands out aligned pieces of it."""
+
+    buffer: memoryview
+    base: int = 0
+    _next: int = 0
+
+    def alloc(self, size: int, align: int = 16) -> int:
+        """A guest physical address with ``size`` bytes free behind it (never given back)."""
+        start = _align(self._next, align)
+        if start + size > len(self.buffer):
+            raise MemoryError(f"guest memory of {len(self.buffer)} bytes is full")
+        self._next = start + size
+        return self.base + start
+
+    def offset(self, gpa: int, size: int = 0) -> int:
+        """The buffer offset of ``gpa``; ValueError outside the memory."""
+        at = gpa - self.base
+        if at < 0 or at + size > len(self.buffer):
+            raise ValueError(f"guest address {gpa:#x} (+{size}) is outside the guest memory")
+        return at
+
+    def write(self, gpa: int, data: bytes) -> None:
+        at = self.offset(gpa, len(data))
+        self.buffer[at: at + len(data)] = data
+
+    def read(self, gpa: int, size: int) -> bytes:
+        at = self.offset(gpa, size)
+        return bytes(self.buffer[at: at + size])
+
+
+@dataclass
+class Chain:
+    """A chain offered to the device: its head, every descriptor it took, and the
+    device-writable buffers (address, length) its reply goes into."""
+
+    head: int
+    descriptors: list[int]
+    writable: list[tuple[int, int]]
+
+
+@dataclass
+class SplitQueue:
+    """The driver's half of one split queue of ``num`` entries, its rings in ``memory``."""
+
+    memory: GuestMemory
+    num: int
+    desc_addr: int = field(init=False)
+    avail_addr: int = field(init=False)
+    used_addr: int = field(init=False)
+    avail_idx: int = field(default=0, init=False)
+    last_used: int = field(default=0, init=False)
+    free: list[int] = field(init=False)
+    chains: dict[int, Chain] = field(default_factory=dict, init=False)
+    tables: dict[int, tuple[int, int]] = field(default_factory=dict, init=False)  # head: (addr, room)
+
+    def __post_init__(self) -> None:
+        if self.num < 1 or self.num > 32768 or self.num & (self.num - 1):
+            raise ValueError(f"a split queue has a power of 2 entries up to 32768, not {self.num}")
+        desc, avail, used = ring_sizes(self.num)
+        self.desc_addr = self.memory.alloc(desc, v.VRING_DESC_ALIGN)
+        self.avail_addr = self.memory.alloc(avail, v.VRING_AVAIL_ALIGN)
+        self.used_addr = self.memory.alloc(used, v.VRING_USED_ALIGN)
+        for addr, size in ((self.desc_addr, desc), (self.avail_addr, avail), (self.used_addr, used)):
+            self.memory.write(addr, bytes(size))
+        self.free = list(range(self.num))
+
+    # -- offering ---------------------------------------------------------
+    def add(self, readable: list[tuple[int, int]], writable: list[tuple[int, int]], *,
+            indirect: bool = False) -> Chain:
+        """Chain (address, length) buffers, device-readable first, and offer the chain.
+        ``indirect``: one descriptor pointing at a table of them (VIRTIO_RING_F_INDIRECT_DESC);
+        each head keeps its table for the next chain it heads."""
+        parts = [(a, n, 0) for a, n in readable] + [(a, n, v.VRING_DESC_F_WRITE) for a, n in writable]
+        if not parts:
+            raise ValueError("a chain has at least one buffer")
+        needed = 1 if indirect else len(parts)
+        if needed > len(self.free):
+            raise BufferError(f"{needed} descriptors asked, {len(self.free)} free")
+        ids = [self.free.pop() for _ in range(needed)]
+        if indirect:
+            table = self._table(ids[0], len(parts))
+            self.memory.write(table, b"".join(
+                _DESC.pack(a, n, f | (v.VRING_DESC_F_NEXT if i + 1 < len(parts) else 0),
+                           i + 1 if i + 1 < len(parts) else 0)
+                for i, (a, n, f) in enumerate(parts)))
+            parts = [(table, _DESC.size * len(parts), v.VRING_DESC_F_INDIRECT)]
+        for i, (addr, length, flags) in enumerate(parts):
+            last = i == len(parts) - 1
+            self._put_desc(ids[i], addr, length, flags | (0 if last else v.VRING_DESC_F_NEXT),
+                           0 if last else ids[i + 1])
+        chain = Chain(ids[0], ids, list(writable))
+        self.chains[chain.head] = chain
+        slot = self.avail_addr + _AVAIL_RING + _U16.size * (self.avail_idx % self.num)
+        self.memory.write(slot, _U16.pack(chain.head))
+        self.avail_idx = (self.avail_idx + 1) & 0xFFFF  # the ring entry before the index
+        self.memory.write(self.avail_addr + _AVAIL_IDX, _U16.pack(self.avail_idx))
+        return chain
+
+    def _table(self, head: int, entries: int) -> int:
+        """The indirect table of descriptor ``head``, with room for ``entries``."""
+        addr, room = self.tables.get(head, (0, 0))
+        if room < entries:
+            room = max(entries, 2 * room, 4)
+            addr = self.memory.alloc(_DESC.size * room, v.VRING_DESC_ALIGN)
+            self.tables[head] = addr, room
+        return addr
+
+    def _put_desc(self, index: int, addr: int, length: int, flags: int, next_: int) -> None:
+        self.memory.write(self.desc_addr + _DESC.size * index, _DESC.pack(addr, length, flags, next_))
+
+    # -- taking back ------------------------------------------------------
+    @property
+    def used_idx(self) -> int:
+        return int(_U16.unpack(self.memory.read(self.used_addr + _USED_IDX, _U16.size))[0])
+
+    def pending(self) -> int:
+        """Chains offered and not yet used."""
+        return len(self.chains)
+
+    def take_used(self) -> list[tuple[Chain | None, int, int]]:
+        """What the device used since the last call: (the chain, or None for an id that
+        heads no offered chain, the id, the length it says it wrote); chains are freed."""
+        out: list[tuple[Chain | None, int, int]] = []
+        end = self.used_idx
+        while self.last_used != end:
+            at = self.used_addr + _USED_RING + _USED_ELEM.size * (self.last_used % self.num)
+            ident, length = _USED_ELEM.unpack(self.memory.read(at, _USED_ELEM.size))
+            chain = self.chains.pop(ident, None)
+            if chain is not None:
+                self.free.extend(chain.descriptors)
+            out.append((chain, ident, length))
+            self.last_used = (self.last_used + 1) & 0xFFFF
+        return out
