@@ -18,9 +18,9 @@ from reports.allure_support import attach_exchange
 from targets.capabilities import serves_wire
 from targets.connection import KernelConnection
 from targets.errors import TargetError
-from targets.exec import ExecTarget
 from targets.mounts import open_mount_target
 from targets.spec import TargetSpec, parse_spec
+from targets.wire import WireTarget, wire_target
 
 DEVIATION = pytest.StashKey[Deviation]()
 
@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if not serves_wire(spec):
             _check_mount(config, spec)
             return
-        with ExecTarget(spec) as target:
+        with wire_target(spec) as target:
             conn = KernelConnection(target.channel, timeout=timeout)
             reply = conn.init()
     except (TargetError, RemoteProtocolError, AssertionError) as exc:
@@ -94,7 +94,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
             report.outcome = "failed"
             del report.wasxfail
     target = getattr(item, "funcargs", {}).get("target")
-    if report.when in ("setup", "call") and report.failed and isinstance(target, ExecTarget):
+    if report.when in ("setup", "call") and report.failed and isinstance(target, WireTarget):
         attach_exchange(target.transcript, minor=getattr(item, "_fusecheck_minor", 45))
     return report
 
@@ -105,17 +105,17 @@ def target_spec(request: pytest.FixtureRequest) -> TargetSpec:
 
 
 @pytest.fixture
-def target(target_spec: TargetSpec) -> Iterator[ExecTarget]:
+def target(target_spec: TargetSpec) -> Iterator[WireTarget]:
     """A fresh daemon for this test, stopped and reaped after it."""
     if not serves_wire(target_spec):
         pytest.skip(f"not applicable: {target_spec.text} is used through a mount, the suite "
                     "cannot speak to it over a socket")
-    with ExecTarget(target_spec) as opened:
+    with wire_target(target_spec) as opened:
         yield opened
 
 
 @pytest.fixture
-def conn(request: pytest.FixtureRequest, target: ExecTarget) -> KernelConnection:
+def conn(request: pytest.FixtureRequest, target: WireTarget) -> KernelConnection:
     """The kernel role on the target's channel, before INIT."""
     connection = KernelConnection(target.channel, timeout=request.config.getoption("--reply-timeout"))
     request.node._fusecheck_minor = connection.session.minor
@@ -124,7 +124,7 @@ def conn(request: pytest.FixtureRequest, target: ExecTarget) -> KernelConnection
 
 @pytest.fixture
 def ready(request: pytest.FixtureRequest, conn: KernelConnection,
-          target: ExecTarget) -> Iterator[KernelConnection]:
+          target: WireTarget) -> Iterator[KernelConnection]:
     """The kernel role after a successful INIT; the daemon must outlive the test."""
     reply: Reply = conn.init()
     assert reply.ok and conn.session.negotiated, f"INIT refused: error {reply.error}"

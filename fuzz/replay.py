@@ -27,8 +27,8 @@ from protocol.layers.variable import FuseDirentplus
 from protocol.session import KernelSession
 from targets.connection import KernelConnection
 from targets.errors import TargetError
-from targets.exec import ExecTarget
 from targets.spec import TargetSpec
+from targets.wire import wire_target
 
 IN_HEADER = 40
 NODEID_FIELDS = ("oldnodeid", "newdir")  # nodeids inside request structs (LINK, RENAME, RENAME2)
@@ -106,7 +106,7 @@ def replay(exchanges: list[Exchange], spec: TargetSpec, *, timeout: float = 5.0)
     outcome = Outcome()
     if not exchanges or FuseInHeader(exchanges[0].request[:IN_HEADER]).opcode != c.FUSE_INIT:
         raise ValueError("a reproducer starts with its INIT request")
-    with ExecTarget(spec) as target:
+    with wire_target(spec) as target:
         conn = KernelConnection(target.channel, timeout=timeout)
         try:
             _run(conn, exchanges, outcome)

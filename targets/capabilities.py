@@ -10,8 +10,8 @@ from targets.spec import TargetSpec
 
 
 def serves_wire(spec: TargetSpec) -> bool:
-    """The suite can play the kernel to it over a SEQPACKET socket."""
-    return spec.kind == "exec" or (spec.kind == "daemon" and spec.name in REGISTRY)
+    """The suite can play the kernel to it: over a SEQPACKET socket, or virtio-fs queues."""
+    return spec.kind in ("exec", "virtiofsd") or (spec.kind == "daemon" and spec.name in REGISTRY)
 
 
 def serves_mount(spec: TargetSpec) -> bool:

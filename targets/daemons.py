@@ -21,6 +21,9 @@ from pathlib import Path
 from targets.errors import TargetNotInstalled, TargetSpecError
 
 FD_PLACEHOLDER = "{fd}"
+#: The suite's mount targets by name (their classes: ``targets.mounts.MOUNT_TARGETS``), here so
+#: that ``targets.spec`` knows them without importing ``targets.mounts``, which imports it
+MOUNT_NAMES = ("ref", "fuse-overlayfs", "bindfs", "fuse2fs", "squashfuse", "passthrough_ll")
 Options = Mapping[str, str | bool]
 
 

@@ -12,7 +12,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
-from targets.daemons import FD_PLACEHOLDER, REGISTRY
+from targets.daemons import FD_PLACEHOLDER, MOUNT_NAMES, REGISTRY
 from targets.errors import TargetSpecError
 
 EXEC_EXAMPLE = "exec:.build/bin/passthrough_ll -f -o source=/tmp /dev/fd/{fd}"
@@ -22,6 +22,8 @@ RESERVED: dict[str, str | None] = {
     "virtiofsd": None,
     "cuse": "CMD",
 }
+#: The reserved kinds this version opens
+SUPPORTED_RESERVED = ("virtiofsd",)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def parse_spec(text: str, *, allow_reserved: bool = False) -> TargetSpec:
         return TargetSpec("daemon", head, (), parse_options(rest, spec=spec), spec)
     if head in RESERVED:
         parsed = _parse_reserved(head, rest if colon else None, spec)
-        if not allow_reserved:
+        if not allow_reserved and head not in SUPPORTED_RESERVED:
             raise TargetSpecError(
                 f"target kind {head!r} is not yet supported by this version",
                 hint=f"supported now: {supported()}",
@@ -112,9 +114,7 @@ def parse_spec(text: str, *, allow_reserved: bool = False) -> TargetSpec:
 
 
 def _mount_names() -> list[str]:
-    from targets.mounts import MOUNT_TARGETS  # mounts imports this module
-
-    return list(MOUNT_TARGETS)
+    return list(MOUNT_NAMES)
 
 
 def _all_names() -> list[str]:
@@ -123,7 +123,7 @@ def _all_names() -> list[str]:
 
 def supported() -> str:
     """The spec forms this version takes, for messages."""
-    return f"exec:COMMAND, mount:PATH, {', '.join(_all_names())}"
+    return f"exec:COMMAND, mount:PATH, {', '.join(_all_names())}, virtiofsd[:opts]"
 
 
 def _parse_mount(rest: str, text: str) -> TargetSpec:

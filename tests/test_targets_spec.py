@@ -94,3 +94,17 @@ def test_reference_and_mount_targets(text: str, kind: str, name: str, command: t
                                      options: dict[str, object]) -> None:
     spec = parse_spec(text)
     assert (spec.kind, spec.name, spec.command, spec.options) == (kind, name, command, options)
+
+
+def test_mount_names_are_the_mount_targets() -> None:
+    """targets.spec knows the mount targets by name without importing targets.mounts."""
+    from targets.daemons import MOUNT_NAMES
+    from targets.mounts import MOUNT_TARGETS
+
+    assert sorted(MOUNT_NAMES) == sorted(MOUNT_TARGETS)
+
+
+def test_virtiofsd_specs() -> None:
+    spec = parse_spec("virtiofsd:cache=none,writeback")
+    assert spec.kind == "virtiofsd" and spec.options == {"cache": "none", "writeback": True}
+    assert parse_spec("virtiofsd").options == {}

@@ -22,8 +22,8 @@ from protocol.layers.structs import FuseForgetIn, FuseMkdirIn
 from protocol.layers.variable import FuseName
 from targets.connection import KernelConnection
 from targets.errors import TargetError
-from targets.exec import ExecTarget
 from targets.spec import TargetSpec
+from targets.wire import WireTarget, wire_target
 
 
 class Rig:
@@ -35,7 +35,7 @@ class Rig:
         self.backing = backing
         self.save_to = save_to
         self.replay = f"python -m fuzz replay {{file}} --target {shlex.quote(spec.text)}"
-        self.target: ExecTarget | None = None
+        self.target: WireTarget | None = None
         self.conn: KernelConnection | None = None
         self.init: Exchange | None = None
         self.restarts = 0
@@ -78,7 +78,7 @@ class Rig:
         if self.target is not None:
             self.close()
             self.restarts += 1
-        self.target = ExecTarget(self.spec).open()
+        self.target = wire_target(self.spec).open()
         self.conn = KernelConnection(self.target.channel, timeout=self.timeout)
         data = self.conn.session.init()
         reply = self.conn.wait(self.conn.session.last_unique, data)

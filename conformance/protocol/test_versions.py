@@ -21,8 +21,8 @@ from protocol.layers.variable import FuseName
 from protocol.session import KERNEL_INIT_FLAGS
 from protocol.sizes import init_out_class
 from targets.connection import KernelConnection
-from targets.exec import ExecTarget
 from targets.spec import TargetSpec
+from targets.wire import wire_target
 
 MINORS = (12, 23, 31, 36, 38, 45)
 SOURCE = "linux fs/fuse/inode.c process_init_reply; libfuse lib/fuse_lowlevel.c do_init and the compat sizes"
@@ -94,7 +94,7 @@ def _set_version_xattr(conn: KernelConnection, nodeid: int, value: bytes) -> Rep
 
 def _xattrs_at_newest(spec: TargetSpec, timeout: float) -> bool:
     """Whether a fresh instance of the target, spoken to at 7.45, takes user xattrs."""
-    with ExecTarget(spec) as other:
+    with wire_target(spec) as other:
         conn = KernelConnection(other.channel, timeout=timeout)
         assert conn.init().ok, "a second instance of the target refused INIT 7.45"
         file = Workdir(conn).file(b"versioned", b"x")

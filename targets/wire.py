@@ -1,0 +1,21 @@
+"""Targets the suite speaks to in the kernel's role, whatever carries the messages: a
+daemon on a SEQPACKET socket (``ExecTarget``) or a virtio-fs device behind vhost-user
+(``VirtiofsdTarget``). ``wire_target(spec)`` opens the right one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from targets.exec import ExecTarget
+from targets.spec import TargetSpec, parse_spec
+from targets.vhost_user.virtiofsd import VirtiofsdTarget
+
+WireTarget = ExecTarget | VirtiofsdTarget
+
+
+def wire_target(spec: TargetSpec | str, **kwargs: Any) -> WireTarget:
+    """The unopened target for ``spec`` (``with wire_target(spec) as t:`` opens it)."""
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    if parsed.kind == "virtiofsd":
+        return VirtiofsdTarget(parsed, **kwargs)
+    return ExecTarget(parsed, **kwargs)
