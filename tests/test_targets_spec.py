@@ -66,8 +66,6 @@ def test_malformed_specs(text: str, message: str, hint: str) -> None:
     ("text", "kind", "command", "options"),
     [
         ("vhost-user:/run/vfs.sock", "vhost-user", ("/run/vfs.sock",), {}),
-        ("virtiofsd", "virtiofsd", (), {}),
-        ("virtiofsd:cache=always", "virtiofsd", (), {"cache": "always"}),
         ("cuse:cuse -f --name=fc", "cuse", ("cuse", "-f", "--name=fc"), {}),
     ],
 )
