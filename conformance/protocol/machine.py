@@ -194,6 +194,14 @@ class ProtocolMachine(RuleBasedStateMachine):
         assert found is not None, f"LOOKUP of {self.model.path(inode)!r} gave the kernel no nodeid"
         return found
 
+    def held(self, *inodes: Inode | None) -> None:
+        """The VFS looks a name up before it unlinks, removes or renames it (or over it): the
+        kernel holds each existing inode then, however long ago it was FORGOTTEN (linux
+        fs/namei.c do_unlinkat, do_rmdir, do_renameat2 via lookup_one_qstr_excl)."""
+        for inode in inodes:
+            if inode is not None:
+                self.nodeid(inode)
+
     def where(self, text: str) -> tuple[int, bytes] | None:
         """The parent directory's nodeid and the last name of ``text``, if the parent exists."""
         path = _path(text)
@@ -321,6 +329,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         source, target = self.where(old), self.where(new)
         if source is None or target is None:
             return
+        self.held(moved, victim)
         names = FuseName(name=source[1]), FuseName(name=target[1])
         if flags:
             self.ask(c.FUSE_RENAME2, FuseRename2In(newdir=target[0], flags=flags), *names, nodeid=source[0])
@@ -343,6 +352,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         node = self.existing(path)
         at = self.where(path) if node is not None and not node.is_dir else None
         if at is not None:
+            self.held(node)
             self.ask(c.FUSE_UNLINK, FuseName(name=at[1]), nodeid=at[0])
 
     @rule(path=PATHS)
@@ -350,6 +360,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         node = self.existing(path)
         at = self.where(path) if node is not None and node.is_dir else None
         if at is not None:
+            self.held(node)
             self.ask(c.FUSE_RMDIR, FuseName(name=at[1]), nodeid=at[0])
 
     @rule(path=st.sampled_from([".", "d"]), plus=st.booleans())
