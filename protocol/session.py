@@ -263,6 +263,24 @@ class KernelSession(NegotiatedSizes):
         """Stop waiting for a reply (e.g. after a timeout)."""
         self.pending.pop(unique, None)
 
+    def reply_room(self, data: bytes) -> int | None:
+        """Bytes the kernel sets aside for the reply to request ``data``: fuse_out_header and
+        the largest body the request allows (linux fs/fuse/virtio_fs.c makes the device-writable
+        buffers exactly the out args' sizes); 0 for no reply, None when not bounded."""
+        if len(data) < FUSE_IN_HEADER_SIZE:
+            return None
+        opcode = int(_IN.record(data).opcode)
+        if opcode in NO_REPLY:
+            return 0
+        try:
+            request = FuseInHeader(data)
+            layers = reply_layers_at(opcode, self.minor if opcode == c.FUSE_INIT else self.proto_minor,
+                                     request)
+            most = validate.reply_size_bounds(opcode, layers, request)[1]
+        except (KeyError, TypeError, ValueError, struct.error):
+            return None
+        return None if most is None else FUSE_OUT_HEADER_SIZE + most
+
     # -- replies ----------------------------------------------------------
     def receive(self, data: bytes) -> Reply | Notify:
         """Decode one message from the daemon: a reply or a notification."""

@@ -105,6 +105,8 @@ def _raise_sndbuf(sock: socket.socket, size: int) -> None:
 class SeqpacketChannel:
     """Our end of the socketpair: ``send`` a request, ``recv`` one reply datagram."""
 
+    transport = "seqpacket"
+
     def __init__(
         self,
         sock: socket.socket,

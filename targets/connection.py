@@ -28,6 +28,7 @@ KEEP_EVENTS = 10_000  # newest replies and notifications kept for the test to in
 class Channel(Protocol):
     name: str
     transcript: Transcript
+    transport: str  # "seqpacket" (the /dev/fuse framing) or "virtio-fs" (queues)
 
     def send(self, data: bytes, *, timeout: float = ...) -> None: ...
 
@@ -65,6 +66,8 @@ class KernelConnection:
         self.notifications: deque[Notify] = deque(maxlen=KEEP_EVENTS)
         self.replies: deque[Reply] = deque(maxlen=KEEP_EVENTS)  # every reply, in order
         self._early: dict[int, Reply] = {}
+        if hasattr(channel, "room"):  # a transport that sizes reply buffers as the kernel does
+            channel.room = self.session.reply_room
 
     @property
     def transcript(self) -> Transcript:

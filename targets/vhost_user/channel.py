@@ -3,7 +3,9 @@ reply) on a started ``VhostUserFrontend``, so everything that speaks to a daemon
 socket speaks to a virtio-fs device the same way.
 
 Each request goes into a slot of guest memory (its bytes, device-readable) with a reply
-buffer (device-writable) behind it, as one chain; FORGET, BATCH_FORGET and INTERRUPT go
+buffer (device-writable) behind it, as one chain; the reply buffer is as long as the kernel
+makes it (``room``, bound by the connection to its session's ``reply_room``: the out header
+and the largest body the request allows), else the whole slot; FORGET, BATCH_FORGET and INTERRUPT go
 to the hiprio queue (virtio 1.2, 5.11.6.1), FORGETs with no reply buffer, the rest to the
 first request queue. A used chain with bytes in its reply buffer is a reply; one with none (a
 FORGET's, an unanswered INTERRUPT's) only gives its slot back.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocol import constants as c
@@ -33,10 +36,13 @@ _OPCODE, _OPCODE_AT = codec(FuseInHeader).field("opcode")
 class Slot:
     request: int  # guest address of the request buffer
     reply: int  # guest address of the reply buffer
+    room: int = 0  # bytes of it offered to the device for the request in flight
 
 
 class VirtioFsChannel:
     """``send``/``recv`` over a virtio-fs device's queues; ``slots`` requests in flight."""
+
+    transport = "virtio-fs"
 
     def __init__(self, frontend: VhostUserFrontend, *, liveness: Liveness | None = None,
                  bufsize: int = DEFAULT_BUFSIZE, slots: int = 16, indirect: bool = False,
@@ -52,6 +58,7 @@ class VirtioFsChannel:
         self.free = [Slot(memory.alloc(bufsize, 64), memory.alloc(bufsize, 64)) for _ in range(slots)]
         self.busy: dict[tuple[int, int], Slot] = {}  # (queue, chain head) -> its slot
         self.replies: collections.deque[bytes] = collections.deque()
+        self.room: Callable[[bytes], int | None] | None = None  # request -> its reply's room
         self.closed = False
 
     def send(self, data: bytes, *, timeout: float = 10.0) -> None:
@@ -70,8 +77,12 @@ class VirtioFsChannel:
         memory = self.frontend.memory
         assert memory is not None
         memory.write(slot.request, data)
+        room = self.room(data) if self.room is not None else None
+        if room is None or room > self.bufsize:
+            room = self.bufsize
         # FORGET gets no reply; an INTERRUPT may get one (EAGAIN), so it has room for it
-        writable = [] if opcode in NO_REPLY_BUFFER else [(slot.reply, self.bufsize)]
+        slot.room = 0 if opcode in NO_REPLY_BUFFER else room
+        writable = [(slot.reply, slot.room)] if slot.room else []
         chain = self.frontend.queue(index).add([(slot.request, len(data))], writable, indirect=self.indirect)
         self.busy[(index, chain.head)] = slot
         self.transcript.append("to_target", data)
@@ -107,9 +118,9 @@ class VirtioFsChannel:
                                       "chain it was given")
                 self.free.append(slot)
                 if chain.writable and length:  # nothing written: no reply (an INTERRUPT's)
-                    if length > self.bufsize:
+                    if length > slot.room:
                         raise TargetError(f"{self.name} says it wrote {length} bytes into a "
-                                          f"{self.bufsize}-byte buffer")
+                                          f"{slot.room}-byte buffer")
                     self.replies.append(memory.read(slot.reply, length))
 
     def close(self) -> None:
