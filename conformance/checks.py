@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import errno
 
+import pytest
+
 from protocol.events import Notify, Reply
+from targets.connection import KernelConnection
+
+VIRTIO_FS = "virtio-fs"
 
 
 def assert_well_formed(event: Reply | Notify, *codes: str) -> None:
@@ -29,3 +34,9 @@ def assert_absent(reply: Reply, why: str) -> None:
     if reply.ok and reply.body is not None and int(reply.body.nodeid) == 0:
         return  # linux fs/fuse/dir.c fuse_lookup_name: nodeid 0 is a negative dentry
     assert_error(reply, 2, why)
+
+
+def not_over_virtio_fs(conn: KernelConnection, why: str) -> None:
+    """Not applicable when ``conn`` is a virtio-fs device: ``why`` says what differs there."""
+    if getattr(conn.channel, "transport", "") == VIRTIO_FS:
+        pytest.skip(f"not applicable over virtio-fs: {why}")

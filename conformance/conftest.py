@@ -67,7 +67,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         spec = _spec(config)
     except TargetError:
         return
-    if spec.kind != "daemon":
+    if spec.kind not in ("daemon", "virtiofsd"):
         return  # an exec: command is anybody's program, whatever its name
     for item in items:
         marker = item.get_closest_marker("rule")

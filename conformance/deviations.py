@@ -28,10 +28,27 @@ class Deviation:
 
 #: One deviation per rule, or several when daemons deviate differently
 KNOWN: dict[str, Deviation | tuple[Deviation, ...]] = {
-    "FUSE-INIT-006[minimal]": Deviation(
-        LIBFUSE3_DAEMONS, "init.flags-not-offered",
-        "libfuse 3.14 do_init always sets FUSE_BIG_WRITES in its reply, offered or not "
-        "(max_write has superseded it); a kernel that did not offer the bit ignores it"),
+    "FUSE-INIT-006[minimal]": (
+        Deviation(
+            LIBFUSE3_DAEMONS, "init.flags-not-offered",
+            "libfuse 3.14 do_init always sets FUSE_BIG_WRITES in its reply, offered or not "
+            "(max_write has superseded it); a kernel that did not offer the bit ignores it"),
+        Deviation(
+            frozenset({"virtiofsd"}), "FUSE_BIG_WRITES",
+            "virtiofsd 7.2 (QEMU's C virtiofsd, its FUSE layer forked from libfuse 3) sets "
+            "FUSE_BIG_WRITES in its INIT reply, offered or not, as libfuse does")),
+    "FUSE-UNLINK-001": Deviation(
+        frozenset({"virtiofsd"}), "FUSE_UNLINK answered EIO",
+        "virtiofsd 7.2 answers UNLINK (and RMDIR) of a name it cannot look up with EIO, not ENOENT "
+        "(lo_unlink: no inode for the name -> EIO); a guest whose cached dentry outlived a "
+        "host-side removal gets EIO from unlink(2)"),
+    "FUSE-INTERRUPT-001": Deviation(
+        frozenset({"virtiofsd"}), "exited with status 1",
+        "virtiofsd 7.2 keeps an INTERRUPT that names a request it already answered (libfuse's "
+        "interrupt list) and gives the INTERRUPT's buffers back unused ('no reply sent'); the next "
+        "request makes it answer that INTERRUPT with EAGAIN, which has no buffer left, and it exits "
+        "with status 1 (seen with -d: 'unique: 5, error: -11 ..., outsize: 16', then exit). Linux's "
+        "virtio-fs driver sends no INTERRUPT today, so guests do not hit it"),
     "FUSE-READDIR-001": Deviation(
         frozenset({"fuse-overlayfs"}), "without its sibling",
         "fuse-overlayfs 1.10 lists '.' but not '..' in the root directory (seen over the socket: "

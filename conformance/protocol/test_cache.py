@@ -25,7 +25,7 @@ SEED = "Documentation/filesystems/virtiofs.rst and fuse.rst: cache=none|auto|alw
 
 
 #: The cache mode a target runs without a cache option, where it is known
-DEFAULT_CACHE = {"ref": "auto"}
+DEFAULT_CACHE = {"ref": "auto", "virtiofsd": "auto"}  # virtiofsd --help: cache=auto is the default
 
 
 def declared_cache(spec: TargetSpec) -> str | None:

@@ -29,6 +29,7 @@ CACHE_MODES = ("none", "auto", "always")
 SWITCHES = ("writeback", "posix_acl", "xattr")
 HINT = "virtiofsd takes cache=none|auto|always, writeback, posix_acl, xattr"
 START_TIMEOUT = 10.0
+SUN_PATH_MAX = 108  # sockaddr_un.sun_path, its NUL included
 
 
 def virtiofsd_argv(socket_path: Path, source: Path, options: dict[str, str | bool]) -> list[str]:
@@ -57,6 +58,8 @@ class VirtiofsdTarget:
         self.grace, self.bufsize, self.scratch_root = grace, bufsize, scratch_root
         self.transcript = transcript if transcript is not None else Transcript()
         self.scratch: Path | None = None
+        self.socket_dir: Path | None = None  # only when the scratch dir's path is too long
+        self.socket_path: Path | None = None
         self.backing: Path | None = None
         self.backing_hidden = nothing_hidden
         self.daemon: Daemon | None = None
@@ -92,6 +95,10 @@ class VirtiofsdTarget:
             self.backing.mkdir()
             populate(self.backing)
             socket_path = self.scratch / "vhost-user.sock"
+            if len(bytes(socket_path)) >= SUN_PATH_MAX:  # a deep scratch root: the socket elsewhere
+                self.socket_dir = Path(tempfile.mkdtemp(prefix="fusecheck-vu-", dir="/tmp"))
+                socket_path = self.socket_dir / "vhost-user.sock"
+            self.socket_path = socket_path
             argv = virtiofsd_argv(socket_path, self.backing, self.spec.options)
             self.daemon = Daemon(argv, name=self.spec.text or "virtiofsd").start()
             self.frontend = VhostUserFrontend(str(socket_path), name=self.daemon.name)
@@ -115,9 +122,10 @@ class VirtiofsdTarget:
                 self.daemon.wait_exit(self.grace)
                 self.exit_status = self.daemon.stop(self.grace)
         finally:
-            if self.scratch is not None:
-                shutil.rmtree(self.scratch, ignore_errors=True)
-                self.scratch = None
+            for made in (self.scratch, self.socket_dir):
+                if made is not None:
+                    shutil.rmtree(made, ignore_errors=True)
+            self.scratch = self.socket_dir = None
         return self.exit_status
 
     def __enter__(self) -> Self:

@@ -1,0 +1,119 @@
+"""The vhost-user front-end and the virtio-fs channel against Debian's virtiofsd.
+
+virtiofsd is an independent back-end: what it accepts of our set-up and answers
+over our queues checks the front-end from the other side of the socket.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from protocol import constants as c
+from protocol.layers.structs import FuseForgetIn, FuseGetattrIn
+from protocol.layers.variable import FuseName
+from protocol.vhost import constants as v
+from targets.connection import KernelConnection
+from targets.skip import require
+from targets.vhost_user.frontend import DRIVER_FEATURES, DRIVER_PROTOCOL_FEATURES
+from targets.vhost_user.virtiofsd import VIRTIOFSD, VirtiofsdTarget, virtiofsd_argv
+
+POPULATED_FILE = "hello.txt"  # one of the files targets.daemons.populate makes
+
+
+@pytest.fixture
+def virtiofsd() -> Iterator[VirtiofsdTarget]:
+    require(os.access(VIRTIOFSD, os.X_OK), f"machine lacks virtiofsd ({VIRTIOFSD}): "
+            "apt-get install --no-install-recommends qemu-system-common")
+    with VirtiofsdTarget("virtiofsd") as target:
+        yield target
+
+
+@pytest.fixture
+def conn(virtiofsd: VirtiofsdTarget) -> KernelConnection:
+    connection = KernelConnection(virtiofsd.channel, timeout=5.0)
+    reply = connection.init()
+    assert reply.ok and connection.session.negotiated, f"INIT over the request queue: {reply.error}"
+    return connection
+
+
+def test_negotiation_takes_only_what_was_offered(virtiofsd: VirtiofsdTarget) -> None:
+    frontend = virtiofsd.frontend
+    assert frontend is not None
+    assert frontend.features & (1 << v.VIRTIO_F_VERSION_1), "virtio-fs is a virtio 1.x device"
+    assert frontend.acked == frontend.features & DRIVER_FEATURES
+    assert frontend.protocol_acked == frontend.protocol_features & DRIVER_PROTOCOL_FEATURES
+    assert frontend.protocol_acked & (1 << v.VHOST_USER_PROTOCOL_F_REPLY_ACK), (
+        "virtiofsd offers REPLY_ACK, so every SET_* got a status")
+    sent = [int(m.request) for way, m in frontend.log if way == "to_backend"]
+    assert sent[:2] == [v.VHOST_USER_GET_FEATURES, v.VHOST_USER_GET_PROTOCOL_FEATURES]
+    assert sent.count(v.VHOST_USER_SET_VRING_KICK) == frontend.queues
+
+
+def test_lookup_and_getattr_over_the_request_queue(conn: KernelConnection,
+                                                   virtiofsd: VirtiofsdTarget) -> None:
+    assert virtiofsd.backing is not None
+    looked = conn.call(c.FUSE_LOOKUP, FuseName(name=POPULATED_FILE.encode()), nodeid=c.FUSE_ROOT_ID)
+    assert looked.ok and looked.body is not None
+    host = os.stat(virtiofsd.backing / POPULATED_FILE)
+    assert int(looked.body.attr.size) == host.st_size and int(looked.body.attr.ino) == host.st_ino
+    got = conn.call(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=int(looked.body.nodeid))
+    assert got.ok and got.body is not None and int(got.body.attr.size) == host.st_size
+
+
+def test_forget_goes_to_hiprio_and_gives_its_slot_back(conn: KernelConnection,
+                                                       virtiofsd: VirtiofsdTarget) -> None:
+    looked = conn.call(c.FUSE_LOOKUP, FuseName(name=POPULATED_FILE.encode()), nodeid=c.FUSE_ROOT_ID)
+    assert looked.ok and looked.body is not None
+    channel = virtiofsd.channel
+    frontend = virtiofsd.frontend
+    assert frontend is not None
+    free = len(channel.free)
+    hiprio_before = frontend.queue(v.VIRTIO_FS_HIPRIO_QUEUE).last_used
+    conn.send(c.FUSE_FORGET, FuseForgetIn(nlookup=1), nodeid=int(looked.body.nodeid))
+    assert conn.call(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=c.FUSE_ROOT_ID).ok
+    conn.quiet(0.2)
+    assert frontend.queue(v.VIRTIO_FS_HIPRIO_QUEUE).last_used == (hiprio_before + 1) & 0xFFFF, (
+        "the FORGET did not come back on the hiprio queue")
+    assert len(channel.free) == free, "a slot stayed busy after FORGET and GETATTR came back"
+    assert not [e for e in conn.replies if e.opcode == c.FUSE_FORGET], "FORGET was answered"
+
+
+def test_indirect_descriptors(virtiofsd: VirtiofsdTarget) -> None:
+    frontend = virtiofsd.frontend
+    assert frontend is not None
+    require(frontend.acked & (1 << v.VIRTIO_RING_F_INDIRECT_DESC),
+            "virtiofsd did not offer VIRTIO_RING_F_INDIRECT_DESC")
+    virtiofsd.channel.indirect = True
+    conn = KernelConnection(virtiofsd.channel, timeout=5.0)
+    assert conn.init().ok
+    for _ in range(3 * frontend.queue_size // 2):  # past the ring's size: tables reused per head
+        assert conn.call(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=c.FUSE_ROOT_ID).ok
+
+
+def test_teardown_leaves_nothing(tmp_path: Path) -> None:
+    require(os.access(VIRTIOFSD, os.X_OK), f"machine lacks virtiofsd ({VIRTIOFSD})")
+    target = VirtiofsdTarget("virtiofsd:cache=none", scratch_root=tmp_path).open()
+    assert target.daemon is not None and target.daemon.proc is not None
+    pid = target.daemon.proc.pid
+    scratch, socket_path = target.scratch, target.socket_path
+    assert scratch is not None and socket_path is not None and socket_path.is_socket()
+    conn = KernelConnection(target.channel, timeout=5.0)
+    assert conn.init().ok
+    target.close()
+    assert target.exited_cleanly, f"virtiofsd exited with {target.exit_status} when we hung up"
+    assert not scratch.exists(), "the scratch dir (backing tree and socket) is left behind"
+    assert not socket_path.exists(), "the vhost-user socket is left behind"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_become_virtiofsd_arguments(tmp_path: Path) -> None:
+    argv = virtiofsd_argv(tmp_path / "s", tmp_path, {"cache": "always", "writeback": True,
+                                                    "posix_acl": True, "xattr": True})
+    assert argv[1:] == [f"--socket-path={tmp_path / 's'}", "-o", f"source={tmp_path}", "-o",
+                        "cache=always", "-o", "writeback", "-o", "posix_acl", "-o", "xattr"]
