@@ -6,17 +6,19 @@ from __future__ import annotations
 
 from targets.daemons import REGISTRY
 from targets.mounts import MOUNT_TARGETS
-from targets.spec import TargetSpec
+from targets.spec import TargetSpec, is_vhost_user
 
 
 def serves_wire(spec: TargetSpec) -> bool:
     """The suite can play the kernel to it: over a SEQPACKET socket, or virtio-fs queues."""
-    return spec.kind in ("exec", "virtiofsd") or (spec.kind == "daemon" and spec.name in REGISTRY)
+    return spec.kind == "exec" or is_vhost_user(spec) or (spec.kind == "daemon" and spec.name in REGISTRY)
 
 
 def serves_mount(spec: TargetSpec) -> bool:
-    """The suite can use it through a kernel mount (one it makes, or the user's)."""
-    return spec.kind == "mount" or (spec.kind == "daemon" and spec.name in MOUNT_TARGETS)
+    """The suite can use it through a kernel mount (one it makes, or the user's); not a
+    virtio-fs device (this kernel has no virtio-fs driver to mount it with)."""
+    return spec.kind == "mount" or (spec.kind == "daemon" and spec.name in MOUNT_TARGETS
+                                    and not is_vhost_user(spec))
 
 
 def capabilities(spec: TargetSpec) -> frozenset[str]:

@@ -23,7 +23,8 @@ RESERVED: dict[str, str | None] = {
     "cuse": "CMD",
 }
 #: The reserved kinds this version opens
-SUPPORTED_RESERVED = ("virtiofsd",)
+SUPPORTED_RESERVED = ("virtiofsd", "vhost-user")
+REF_VHOST_USER = "vhost-user"  # the ref option that makes it a vhost-user back-end
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ class TargetSpec:
     command: tuple[str, ...] = ()
     options: dict[str, str | bool] = field(default_factory=dict)
     text: str = ""
+
+
+def is_vhost_user(spec: TargetSpec) -> bool:
+    """``spec`` names a virtio-fs device behind a vhost-user socket."""
+    return spec.kind in ("virtiofsd", "vhost-user") or (
+        spec.kind == "daemon" and spec.name == "ref" and bool(spec.options.get(REF_VHOST_USER)))
 
 
 def known_forms() -> str:
@@ -123,7 +130,8 @@ def _all_names() -> list[str]:
 
 def supported() -> str:
     """The spec forms this version takes, for messages."""
-    return f"exec:COMMAND, mount:PATH, {', '.join(_all_names())}, virtiofsd[:opts]"
+    return (f"exec:COMMAND, mount:PATH, {', '.join(_all_names())}, virtiofsd[:opts], ref:vhost-user, "
+            "vhost-user:SOCKET")
 
 
 def _parse_mount(rest: str, text: str) -> TargetSpec:

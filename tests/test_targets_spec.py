@@ -65,7 +65,6 @@ def test_malformed_specs(text: str, message: str, hint: str) -> None:
 @pytest.mark.parametrize(
     ("text", "kind", "command", "options"),
     [
-        ("vhost-user:/run/vfs.sock", "vhost-user", ("/run/vfs.sock",), {}),
         ("cuse:cuse -f --name=fc", "cuse", ("cuse", "-f", "--name=fc"), {}),
     ],
 )
@@ -100,6 +99,15 @@ def test_mount_names_are_the_mount_targets() -> None:
     from targets.mounts import MOUNT_TARGETS
 
     assert sorted(MOUNT_NAMES) == sorted(MOUNT_TARGETS)
+
+
+def test_vhost_user_specs() -> None:
+    from targets.spec import is_vhost_user
+
+    assert parse_spec("vhost-user:/run/vfs.sock").command == ("/run/vfs.sock",)
+    assert all(is_vhost_user(parse_spec(t)) for t in ("virtiofsd", "ref:vhost-user,cache=none",
+                                                        "vhost-user:/run/vfs.sock"))
+    assert not any(is_vhost_user(parse_spec(t)) for t in ("ref", "ref:cache=none", "passthrough_ll"))
 
 
 def test_virtiofsd_specs() -> None:

@@ -19,28 +19,29 @@ from protocol.vhost import constants as v
 from targets.connection import KernelConnection
 from targets.skip import require
 from targets.vhost_user.frontend import DRIVER_FEATURES, DRIVER_PROTOCOL_FEATURES
-from targets.vhost_user.virtiofsd import VIRTIOFSD, VirtiofsdTarget, virtiofsd_argv
+from targets.vhost_user.target import VhostUserTarget
+from targets.vhost_user.virtiofsd import VIRTIOFSD, virtiofsd_argv
 
 POPULATED_FILE = "hello.txt"  # one of the files targets.daemons.populate makes
 
 
 @pytest.fixture
-def virtiofsd() -> Iterator[VirtiofsdTarget]:
+def virtiofsd() -> Iterator[VhostUserTarget]:
     require(os.access(VIRTIOFSD, os.X_OK), f"machine lacks virtiofsd ({VIRTIOFSD}): "
             "apt-get install --no-install-recommends qemu-system-common")
-    with VirtiofsdTarget("virtiofsd") as target:
+    with VhostUserTarget("virtiofsd") as target:
         yield target
 
 
 @pytest.fixture
-def conn(virtiofsd: VirtiofsdTarget) -> KernelConnection:
+def conn(virtiofsd: VhostUserTarget) -> KernelConnection:
     connection = KernelConnection(virtiofsd.channel, timeout=5.0)
     reply = connection.init()
     assert reply.ok and connection.session.negotiated, f"INIT over the request queue: {reply.error}"
     return connection
 
 
-def test_negotiation_takes_only_what_was_offered(virtiofsd: VirtiofsdTarget) -> None:
+def test_negotiation_takes_only_what_was_offered(virtiofsd: VhostUserTarget) -> None:
     frontend = virtiofsd.frontend
     assert frontend is not None
     assert frontend.features & (1 << v.VIRTIO_F_VERSION_1), "virtio-fs is a virtio 1.x device"
@@ -54,7 +55,7 @@ def test_negotiation_takes_only_what_was_offered(virtiofsd: VirtiofsdTarget) -> 
 
 
 def test_lookup_and_getattr_over_the_request_queue(conn: KernelConnection,
-                                                   virtiofsd: VirtiofsdTarget) -> None:
+                                                   virtiofsd: VhostUserTarget) -> None:
     assert virtiofsd.backing is not None
     looked = conn.call(c.FUSE_LOOKUP, FuseName(name=POPULATED_FILE.encode()), nodeid=c.FUSE_ROOT_ID)
     assert looked.ok and looked.body is not None
@@ -65,7 +66,7 @@ def test_lookup_and_getattr_over_the_request_queue(conn: KernelConnection,
 
 
 def test_forget_goes_to_hiprio_and_gives_its_slot_back(conn: KernelConnection,
-                                                       virtiofsd: VirtiofsdTarget) -> None:
+                                                       virtiofsd: VhostUserTarget) -> None:
     looked = conn.call(c.FUSE_LOOKUP, FuseName(name=POPULATED_FILE.encode()), nodeid=c.FUSE_ROOT_ID)
     assert looked.ok and looked.body is not None
     channel = virtiofsd.channel
@@ -82,7 +83,7 @@ def test_forget_goes_to_hiprio_and_gives_its_slot_back(conn: KernelConnection,
     assert not [e for e in conn.replies if e.opcode == c.FUSE_FORGET], "FORGET was answered"
 
 
-def test_indirect_descriptors(virtiofsd: VirtiofsdTarget) -> None:
+def test_indirect_descriptors(virtiofsd: VhostUserTarget) -> None:
     frontend = virtiofsd.frontend
     assert frontend is not None
     require(frontend.acked & (1 << v.VIRTIO_RING_F_INDIRECT_DESC),
@@ -96,7 +97,7 @@ def test_indirect_descriptors(virtiofsd: VirtiofsdTarget) -> None:
 
 def test_teardown_leaves_nothing(tmp_path: Path) -> None:
     require(os.access(VIRTIOFSD, os.X_OK), f"machine lacks virtiofsd ({VIRTIOFSD})")
-    target = VirtiofsdTarget("virtiofsd:cache=none", scratch_root=tmp_path).open()
+    target = VhostUserTarget("virtiofsd:cache=none", scratch_root=tmp_path).open()
     assert target.daemon is not None and target.daemon.proc is not None
     pid = target.daemon.proc.pid
     scratch, socket_path = target.scratch, target.socket_path

@@ -92,6 +92,10 @@ def test_init_older_major(conn: KernelConnection) -> None:
 def test_init_flags_subset(conn: KernelConnection, offer: str) -> None:
     flags = None if offer == "kernel" else c.FUSE_ASYNC_READ | c.FUSE_DONT_MASK
     reply = conn.init(flags=flags) if flags is not None else conn.init()
+    if offer == "minimal" and reply.error:  # libfuse: a want the kernel cannot give fails INIT
+        assert_well_formed(reply)
+        pytest.skip(f"not applicable: the server needs more than a minimal offer (INIT answered "
+                    f"{errno_name(reply.error)})")
     assert reply.ok, f"INIT answered {errno_name(reply.error)}"
     assert_well_formed(reply, "init.flags-not-offered")
 

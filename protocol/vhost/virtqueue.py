@@ -40,19 +40,20 @@ class VringUsed(VhostStruct):
     fields_desc = [u16("flags"), u16("idx")]
 
 
-_DESC = codec(VringDesc).struct
-_USED_ELEM = codec(VringUsedElem).struct
-_U16 = struct.Struct("<H")  # an available ring entry, an index, an event word
-_AVAIL_IDX = codec(VringAvail).field("idx")[1]
-_USED_IDX = codec(VringUsed).field("idx")[1]
-_AVAIL_RING, _USED_RING = fixed_size(VringAvail), fixed_size(VringUsed)
+# the ring layouts, for both sides (protocol.vhost.device reads them too)
+DESC = codec(VringDesc).struct
+USED_ELEM = codec(VringUsedElem).struct
+U16 = struct.Struct("<H")  # an available ring entry, an index, an event word
+AVAIL_IDX = codec(VringAvail).field("idx")[1]
+USED_IDX = codec(VringUsed).field("idx")[1]
+AVAIL_RING, USED_RING = fixed_size(VringAvail), fixed_size(VringUsed)
 
 
 def ring_sizes(num: int) -> tuple[int, int, int]:
     """Bytes of the descriptor table, the available ring and the used ring for ``num``
     entries (event-index words included)."""
-    avail = _AVAIL_RING + _U16.size * (num + 1)
-    return _DESC.size * num, avail, _USED_RING + _USED_ELEM.size * num + _U16.size
+    avail = AVAIL_RING + U16.size * (num + 1)
+    return DESC.size * num, avail, USED_RING + USED_ELEM.size * num + U16.size
 
 
 def _align(value: int, to: int) -> int:
@@ -144,20 +145,20 @@ class SplitQueue:
         if indirect:
             table = self._table(ids[0], len(parts))
             self.memory.write(table, b"".join(
-                _DESC.pack(a, n, f | (v.VRING_DESC_F_NEXT if i + 1 < len(parts) else 0),
+                DESC.pack(a, n, f | (v.VRING_DESC_F_NEXT if i + 1 < len(parts) else 0),
                            i + 1 if i + 1 < len(parts) else 0)
                 for i, (a, n, f) in enumerate(parts)))
-            parts = [(table, _DESC.size * len(parts), v.VRING_DESC_F_INDIRECT)]
+            parts = [(table, DESC.size * len(parts), v.VRING_DESC_F_INDIRECT)]
         for i, (addr, length, flags) in enumerate(parts):
             last = i == len(parts) - 1
             self._put_desc(ids[i], addr, length, flags | (0 if last else v.VRING_DESC_F_NEXT),
                            0 if last else ids[i + 1])
         chain = Chain(ids[0], ids, list(writable))
         self.chains[chain.head] = chain
-        slot = self.avail_addr + _AVAIL_RING + _U16.size * (self.avail_idx % self.num)
-        self.memory.write(slot, _U16.pack(chain.head))
+        slot = self.avail_addr + AVAIL_RING + U16.size * (self.avail_idx % self.num)
+        self.memory.write(slot, U16.pack(chain.head))
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF  # the ring entry before the index
-        self.memory.write(self.avail_addr + _AVAIL_IDX, _U16.pack(self.avail_idx))
+        self.memory.write(self.avail_addr + AVAIL_IDX, U16.pack(self.avail_idx))
         return chain
 
     def _table(self, head: int, entries: int) -> int:
@@ -165,17 +166,17 @@ class SplitQueue:
         addr, room = self.tables.get(head, (0, 0))
         if room < entries:
             room = max(entries, 2 * room, 4)
-            addr = self.memory.alloc(_DESC.size * room, v.VRING_DESC_ALIGN)
+            addr = self.memory.alloc(DESC.size * room, v.VRING_DESC_ALIGN)
             self.tables[head] = addr, room
         return addr
 
     def _put_desc(self, index: int, addr: int, length: int, flags: int, next_: int) -> None:
-        self.memory.write(self.desc_addr + _DESC.size * index, _DESC.pack(addr, length, flags, next_))
+        self.memory.write(self.desc_addr + DESC.size * index, DESC.pack(addr, length, flags, next_))
 
     # -- taking back ------------------------------------------------------
     @property
     def used_idx(self) -> int:
-        return int(_U16.unpack(self.memory.read(self.used_addr + _USED_IDX, _U16.size))[0])
+        return int(U16.unpack(self.memory.read(self.used_addr + USED_IDX, U16.size))[0])
 
     def pending(self) -> int:
         """Chains offered and not yet used."""
@@ -187,8 +188,8 @@ class SplitQueue:
         out: list[tuple[Chain | None, int, int]] = []
         end = self.used_idx
         while self.last_used != end:
-            at = self.used_addr + _USED_RING + _USED_ELEM.size * (self.last_used % self.num)
-            ident, length = _USED_ELEM.unpack(self.memory.read(at, _USED_ELEM.size))
+            at = self.used_addr + USED_RING + USED_ELEM.size * (self.last_used % self.num)
+            ident, length = USED_ELEM.unpack(self.memory.read(at, USED_ELEM.size))
             chain = self.chains.pop(ident, None)
             if chain is not None:
                 self.free.extend(chain.descriptors)

@@ -1,6 +1,7 @@
 """Run the reference server: ``python -m targets.reference MOUNTPOINT [options]`` mounts it
 on /dev/fuse (foreground; Ctrl-C, SIGTERM or umount end it); ``--fd N`` serves FUSE over an
-inherited SEQPACKET socket instead (the suite's kernel-role transport); ``--record FILE``
+inherited SEQPACKET socket instead (the suite's kernel-role transport); ``--vhost-user SOCKET``
+is a virtio-fs device's back-end on a vhost-user socket; ``--record FILE``
 records every message of either channel as pcap (targets.reference.record)."""
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("mountpoint", nargs="?", type=Path, help="directory to mount on")
     where.add_argument("--fd", type=int, help="serve over this inherited SEQPACKET socket")
+    where.add_argument("--vhost-user", type=Path, metavar="SOCKET",
+                       help="be a vhost-user virtio-fs back-end listening on SOCKET (one front-end)")
     parser.add_argument("--cache", choices=sorted(CACHE_TIMEOUTS), default="auto")
     parser.add_argument("--writeback", action="store_true", help="negotiate FUSE_WRITEBACK_CACHE")
     parser.add_argument("--acl", action=argparse.BooleanOptionalAction, default=True,
@@ -96,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     if args.fd is not None:
         return serve_socket(server, args.fd, args.record)
+    if args.vhost_user is not None:
+        from targets.reference.vhost import serve_vhost_user
+
+        return serve_vhost_user(server, args.vhost_user)
     from targets.reference.mount import serve_mounted
 
     return serve_mounted(server, args.mountpoint, args.record)

@@ -317,10 +317,7 @@ class ReferenceServer:
                     break
                 if not data:
                     break
-                if len(data) >= _HEADER.size and _OPCODE.unpack_from(data, _OPCODE_AT)[0] in BLOCKING:
-                    header = _HEADER.record(data)
-                    with self.lock:  # known before any INTERRUPT naming it is handled
-                        self.pending.add(header.unique)
+                if self.takes_long(data):
                     threading.Thread(target=self._answer_blocking, args=(data, write), daemon=True).start()
                 elif threads:
                     queue.put(data)
@@ -331,6 +328,15 @@ class ReferenceServer:
                 queue.put(None)
             for thread in threads:
                 thread.join()
+
+    def takes_long(self, data: bytes) -> bool:
+        """A request that may block (SETLKW), to answer on a thread of its own; its unique is
+        registered now, so an INTERRUPT read after it finds it pending."""
+        if len(data) < _HEADER.size or _OPCODE.unpack_from(data, _OPCODE_AT)[0] not in BLOCKING:
+            return False
+        with self.lock:
+            self.pending.add(_HEADER.record(data).unique)
+        return True
 
     def _work(self, queue: SimpleQueue[bytes | None], write: Callable[[bytes], None]) -> None:
         """A worker: answer what the reader queues until it queues None."""

@@ -37,6 +37,7 @@ from protocol.vhost.messages import (
     message,
 )
 from protocol.vhost.virtqueue import GuestMemory, SplitQueue
+from targets.channel import Liveness
 from targets.errors import TargetDied, TargetError, TargetTimeout
 
 GUEST_BASE = 0x1_0000_0000  # guest physical address of the memory's first byte
@@ -83,8 +84,9 @@ class VhostUserFrontend:
     _anchor: Any = field(default=None, init=False)  # holds the mapping's address for ctypes
 
     # -- the control socket ---------------------------------------------------
-    def connect(self, deadline: float | None = None) -> Self:
-        """Connect to the back-end's socket, retrying until ``deadline`` (it may be starting)."""
+    def connect(self, deadline: float | None = None, liveness: Liveness | None = None) -> Self:
+        """Connect to the back-end's socket, retrying until ``deadline`` (it may be starting)
+        unless ``liveness`` says the process that was to listen on it exited."""
         end = deadline if deadline is not None else time.monotonic() + self.timeout
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -92,6 +94,10 @@ class VhostUserFrontend:
                 sock.connect(self.path)
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 sock.close()
+                returncode = liveness.wait_exit(0) if liveness is not None else None
+                if liveness is not None and returncode is not None:
+                    raise TargetDied(self.name, returncode=returncode, stderr_tail=liveness.stderr_tail(),
+                                     detail="before it listened on its vhost-user socket") from None
                 if time.monotonic() >= end:
                     raise TargetTimeout(f"{self.name}: nothing listens on {self.path}: {exc.strerror}",
                                         hint="is the back-end started with this socket path?") from None

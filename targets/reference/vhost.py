@@ -1,0 +1,56 @@
+"""The reference server as a vhost-user virtio-fs back-end (``ref:vhost-user``): it listens
+on a socket, serves one front-end through ``targets.vhost_user.backend`` and ends when the
+front-end hangs up. A reply longer than the device-writable buffers becomes an error reply
+that fits (EOVERFLOW), never a write past them."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from protocol.codec import codec
+from protocol.layers.header import FUSE_OUT_HEADER_SIZE, FuseInHeader, FuseOutHeader
+from targets.reference.server import ReferenceServer
+from targets.vhost_user.backend import VhostUserBackend
+
+_UNIQUE, _UNIQUE_AT = codec(FuseInHeader).field("unique")
+_OUT = codec(FuseOutHeader)
+
+
+def fit(request: bytes, reply: bytes | None, room: int) -> bytes | None:
+    """``reply``, or an EOVERFLOW error reply when it does not fit in ``room`` bytes (nothing
+    when not even a header does)."""
+    if reply is None or len(reply) <= room:
+        return reply
+    if room < FUSE_OUT_HEADER_SIZE:
+        return None
+    unique = _UNIQUE.unpack_from(request, _UNIQUE_AT)[0]
+    return _OUT.struct.pack(FUSE_OUT_HEADER_SIZE, -errno.EOVERFLOW, unique)
+
+
+def serve_vhost_user(server: ReferenceServer, path: Path) -> int:
+    """Listen on ``path``, serve one front-end, remove the socket."""
+
+    def answer(request: bytes, room: int, done: Callable[[bytes | None], None]) -> None:
+        def reply() -> None:
+            done(fit(request, server.handle(request), room))
+
+        if server.takes_long(request):
+            threading.Thread(target=reply, daemon=True).start()
+        else:
+            reply()
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        listener.bind(str(path))
+        listener.listen(1)
+        VhostUserBackend(answer).serve(listener)
+    finally:
+        listener.close()
+        if path.is_socket():
+            os.unlink(path)
+    return 0

@@ -1,0 +1,134 @@
+"""Wire targets behind a vhost-user socket, reached as a virtio-fs device through our
+front-end: ``virtiofsd[:OPTS]`` (Debian's virtiofsd on a backing dir the suite creates),
+``ref:vhost-user[,OPTS]`` (the reference server as a back-end) and ``vhost-user:SOCKET``
+(a back-end a user started; it must accept a new connection for every test). The target
+offers what ``ExecTarget`` offers (``channel``, ``daemon``, ``backing``), so every wire rule
+runs over virtio-fs too; closing stops the rings, hangs up, reaps the back-end it started
+and removes its socket and scratch dir.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from targets.channel import DEFAULT_BUFSIZE, Transcript
+from targets.daemons import nothing_hidden, populate, reference_argv, reference_source
+from targets.errors import TargetNotInstalled, TargetSpecError
+from targets.process import Daemon
+from targets.spec import REF_VHOST_USER, TargetSpec, is_vhost_user, parse_spec
+from targets.vhost_user.channel import VirtioFsChannel
+from targets.vhost_user.frontend import VhostUserFrontend
+from targets.vhost_user.virtiofsd import VIRTIOFSD, virtiofsd_argv
+
+START_TIMEOUT = 10.0
+SUN_PATH_MAX = 108  # sockaddr_un.sun_path, its NUL included
+
+
+class VhostUserTarget:
+    """A virtio-fs back-end on a vhost-user socket; a context manager."""
+
+    def __init__(self, spec: TargetSpec | str, *, grace: float = 2.0, bufsize: int = DEFAULT_BUFSIZE,
+                 transcript: Transcript | None = None, scratch_root: Path | None = None) -> None:
+        self.spec = parse_spec(spec) if isinstance(spec, str) else spec
+        if not is_vhost_user(self.spec):
+            raise TargetSpecError(f"{self.spec.text or self.spec.kind} is not a vhost-user target")
+        self.grace, self.bufsize, self.scratch_root = grace, bufsize, scratch_root
+        self.transcript = transcript if transcript is not None else Transcript()
+        self.scratch: Path | None = None
+        self.socket_dir: Path | None = None  # only when the scratch dir's path is too long
+        self.socket_path: Path | None = None
+        self.backing: Path | None = None
+        self.backing_hidden = nothing_hidden
+        self.daemon: Daemon | None = None
+        self.frontend: VhostUserFrontend | None = None
+        self._channel: VirtioFsChannel | None = None
+        self.exit_status: int | None = None
+        self.alive_at_close = False
+
+    @property
+    def channel(self) -> VirtioFsChannel:
+        if self._channel is None:
+            raise RuntimeError("the target is not open")
+        return self._channel
+
+    @property
+    def exited_by_itself(self) -> bool:
+        return self.daemon is not None and self.exit_status is not None and self.daemon.signalled is None
+
+    @property
+    def exited_cleanly(self) -> bool:
+        """A back-end we started ends by itself, status 0, once the front-end hangs up."""
+        return self.alive_at_close and self.exited_by_itself and self.exit_status == 0
+
+    def _command(self, socket_path: Path) -> list[str] | None:
+        """The back-end's command line on ``socket_path`` (None: a user's, already running)."""
+        assert self.scratch is not None
+        if self.spec.kind == "vhost-user":
+            return None
+        if self.spec.kind == "virtiofsd":
+            if not os.access(VIRTIOFSD, os.X_OK):
+                raise TargetNotInstalled(f"virtiofsd: {VIRTIOFSD} not found",
+                                         hint="apt-get install --no-install-recommends qemu-system-common")
+            self.backing = self.scratch / "source"
+            self.backing.mkdir()
+            populate(self.backing)
+            return virtiofsd_argv(socket_path, self.backing, self.spec.options)
+        options = {k: value for k, value in self.spec.options.items() if k != REF_VHOST_USER}
+        resolved, self.backing = reference_source(self.scratch, options)
+        return reference_argv(resolved, "--vhost-user", str(socket_path))
+
+    def open(self) -> Self:
+        if self.frontend is not None:
+            raise RuntimeError("a vhost-user target is opened once")
+        try:
+            self.scratch = Path(tempfile.mkdtemp(prefix="fusecheck-vhost-user-", dir=self.scratch_root))
+            socket_path = self.scratch / "vhost-user.sock"
+            if len(bytes(socket_path)) >= SUN_PATH_MAX:  # a deep scratch root: the socket elsewhere
+                self.socket_dir = Path(tempfile.mkdtemp(prefix="fusecheck-vu-", dir="/tmp"))
+                socket_path = self.socket_dir / "vhost-user.sock"
+            argv = self._command(socket_path)
+            name = self.spec.text or self.spec.kind
+            if argv is None:
+                socket_path = Path(self.spec.command[0])
+            else:
+                self.daemon = Daemon(argv, name=name, cwd=str(self.scratch)).start()
+                self.socket_path = socket_path
+            self.frontend = VhostUserFrontend(str(socket_path), name=name)
+            self.frontend.connect(time.monotonic() + START_TIMEOUT, self.daemon).setup()
+            self._channel = VirtioFsChannel(self.frontend, liveness=self.daemon, bufsize=self.bufsize,
+                                            transcript=self.transcript)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> int | None:
+        """Stop the rings and hang up; a back-end we started then exits: reap it, clean up."""
+        try:
+            self.alive_at_close = self.daemon is not None and self.daemon.alive()
+            if self._channel is not None:
+                self._channel.close()
+            if self.frontend is not None:
+                self.frontend.close()
+            if self.daemon is not None and self.daemon.proc is not None:
+                self.daemon.wait_exit(self.grace)
+                self.exit_status = self.daemon.stop(self.grace)
+        finally:
+            for made in (self.scratch, self.socket_dir):
+                if made is not None:
+                    shutil.rmtree(made, ignore_errors=True)
+            self.scratch = self.socket_dir = None
+        return self.exit_status
+
+    def __enter__(self) -> Self:
+        return self if self.frontend is not None else self.open()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
