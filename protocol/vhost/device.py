@@ -96,6 +96,10 @@ class DeviceQueue:
         idx = int(U16.unpack(self.memory.read(self.avail_addr + AVAIL_IDX, U16.size))[0])
         return (idx - self.last_avail) & 0xFFFF
 
+    def published_used(self) -> int:
+        """The used index as the ring in memory holds it."""
+        return int(U16.unpack(self.memory.read(self.used_addr + USED_IDX, U16.size))[0])
+
     def pop(self) -> DeviceChain | None:
         """The next available chain (None: none). BadChain if its head or descriptors are
         invalid; the chain is taken all the same (its head goes back with ``push``)."""

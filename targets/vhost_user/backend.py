@@ -247,8 +247,8 @@ class VhostUserBackend:
             q.ring = DeviceQueue(self.memory, q.num, self.memory.gpa_of(int(q.addr.desc_user_addr)),
                                  self.memory.gpa_of(int(q.addr.avail_user_addr)),
                                  self.memory.gpa_of(int(q.addr.used_user_addr)), last_avail=q.base,
-                                 used_idx=q.base,
                                  indirect=bool(self.features & (1 << v.VIRTIO_RING_F_INDIRECT_DESC)))
+            q.ring.used_idx = q.ring.published_used()  # where the ring in memory stands
         except BadChain as exc:
             raise ProtocolViolation(f"queue {q.index}: {exc}") from None
         q.stop.clear()

@@ -199,8 +199,13 @@ class VhostUserFrontend:
         kick = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         call = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.started.append(Queue(index, ring, kick, call))
+        self._announce(self.started[-1], 0)
+
+    def _announce(self, q: Queue, base: int) -> None:
+        """Tell the back-end where queue ``q`` is and start it at available index ``base``."""
+        index, ring, kick, call = q.index, q.ring, q.kick_fd, q.call_fd
         self.call(v.VHOST_USER_SET_VRING_NUM, VhostUserVringState(index=index, num=self.queue_size))
-        self.call(v.VHOST_USER_SET_VRING_BASE, VhostUserVringState(index=index, num=0))
+        self.call(v.VHOST_USER_SET_VRING_BASE, VhostUserVringState(index=index, num=base))
         self.call(v.VHOST_USER_SET_VRING_ADDR, VhostUserVringAddr(
             index=index, desc_user_addr=self.user_addr(ring.desc_addr),
             used_user_addr=self.user_addr(ring.used_addr), avail_user_addr=self.user_addr(ring.avail_addr)))
@@ -208,6 +213,19 @@ class VhostUserFrontend:
         self.call(v.VHOST_USER_SET_VRING_CALL, VhostUserU64(u64=index), (call,))
         if self.acked & (1 << v.VHOST_USER_F_PROTOCOL_FEATURES):  # rings start disabled then
             self.call(v.VHOST_USER_SET_VRING_ENABLE, VhostUserVringState(index=index, num=1))
+
+    def stop_queue(self, index: int) -> int:
+        """GET_VRING_BASE: the back-end stops the queue and says the next available index it
+        would have taken."""
+        reply = self.call(v.VHOST_USER_GET_VRING_BASE, VhostUserVringState(index=index))
+        assert reply is not None
+        if VhostUserVringState not in reply:
+            raise VhostUserError(f"{self.name} answered GET_VRING_BASE with {reply.summary()}")
+        return int(reply[VhostUserVringState].num)
+
+    def resume_queue(self, index: int, base: int) -> None:
+        """Start a stopped queue again where it stood (its rings and eventfds as before)."""
+        self._announce(self.started[index], base)
 
     # -- the queues -----------------------------------------------------------
     def queue(self, index: int) -> SplitQueue:

@@ -83,7 +83,10 @@ class VhostUserTarget:
         resolved, self.backing = reference_source(self.scratch, options)
         return reference_argv(resolved, "--vhost-user", str(socket_path))
 
-    def open(self) -> Self:
+    def open(self, *, set_up: bool = True) -> Self:
+        """Start the back-end (if ours) and connect; ``set_up``: negotiate and start the
+        queues too, with a channel on them (without: the front-end is left connected only,
+        for rules that drive the set-up themselves)."""
         if self.frontend is not None:
             raise RuntimeError("a vhost-user target is opened once")
         try:
@@ -100,7 +103,10 @@ class VhostUserTarget:
                 self.daemon = Daemon(argv, name=name, cwd=str(self.scratch)).start()
                 self.socket_path = socket_path
             self.frontend = VhostUserFrontend(str(socket_path), name=name)
-            self.frontend.connect(time.monotonic() + START_TIMEOUT, self.daemon).setup()
+            self.frontend.connect(time.monotonic() + START_TIMEOUT, self.daemon)
+            if not set_up:
+                return self
+            self.frontend.setup()
             self._channel = VirtioFsChannel(self.frontend, liveness=self.daemon, bufsize=self.bufsize,
                                             transcript=self.transcript)
         except BaseException:
