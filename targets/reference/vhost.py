@@ -48,7 +48,7 @@ def serve_vhost_user(server: ReferenceServer, path: Path) -> int:
     try:
         listener.bind(str(path))
         listener.listen(1)
-        VhostUserBackend(answer).serve(listener)
+        VhostUserBackend(answer, request_queues=2).serve(listener)
     finally:
         listener.close()
         if path.is_socket():
