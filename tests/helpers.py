@@ -15,6 +15,7 @@ import conformance.acl
 import conformance.kernel
 import conformance.posix
 import conformance.protocol
+import conformance.virtiofs
 from conformance.rules import RULES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +47,9 @@ def rule_outcomes(stdout: str) -> dict[str, set[str]]:
 
 def all_rules(*areas: str) -> set[str]:
     """Every rule id the conformance modules declare (importing them fills RULES), or
-    those of the given areas ("protocol", "posix", "acl", "kernel")."""
-    for package in (conformance.protocol, conformance.posix, conformance.acl, conformance.kernel):
+    those of the given areas ("protocol", "posix", "acl", "kernel", "virtiofs")."""
+    for package in (conformance.protocol, conformance.posix, conformance.acl, conformance.kernel,
+                    conformance.virtiofs):
         for module in pkgutil.iter_modules(package.__path__):
             if module.name.startswith("test_"):
                 importlib.import_module(f"{package.__name__}.{module.name}")

@@ -6,6 +6,7 @@ and none may fail: known daemon deviations show as XFAIL with their reason.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from targets.daemons import REGISTRY
 from targets.errors import TargetError
 from targets.mounts import MOUNT_TARGETS
 from targets.skip import require
+from targets.vhost_user.virtiofsd import VIRTIOFSD
 from tests.helpers import all_rules, rule_outcomes, run_conformance, tiny_daemon
 
 
@@ -27,8 +29,12 @@ def built() -> None:
 
 
 @pytest.mark.parametrize("daemon", ["ref", "hello_ll", "passthrough_ll", "squashfuse_ll",
-                                    "fuse-overlayfs", "bindfs", "fuse2fs", "squashfuse"])
+                                    "fuse-overlayfs", "bindfs", "fuse2fs", "squashfuse",
+                                    "virtiofsd", "ref:vhost-user"])
 def test_rules_against_daemon(built: None, daemon: str, tmp_path: Path) -> None:
+    if daemon == "virtiofsd":
+        require(os.access(VIRTIOFSD, os.X_OK), f"machine lacks virtiofsd ({VIRTIOFSD}, package "
+                "qemu-system-common)")
     try:
         if daemon in REGISTRY:
             REGISTRY[daemon].check_installed()
