@@ -46,10 +46,12 @@ from protocol.layers.messages import NO_REPLY, NOTIFY_LAYERS, REQUEST_LAYERS, La
 from protocol.layers.structs import (
     FuseAttrOut,
     FuseEntryOut,
+    FuseGetxattrIn,
     FuseGetxattrOut,
     FuseInitIn,
     FuseIoctlIovec,
     FuseIoctlOut,
+    FuseReadIn,
     FuseWriteIn,
     FuseWriteOut,
 )
@@ -272,6 +274,16 @@ class KernelSession(NegotiatedSizes):
         opcode = int(_IN.record(data).opcode)
         if opcode in NO_REPLY:
             return 0
+        minor = self.minor if opcode == c.FUSE_INIT else self.proto_minor
+        if opcode in _SIZED_BY_REQUEST:  # the kernel's buffer is the size the request names
+            body_codec, extra = _SIZED_BY_REQUEST[opcode]
+            if len(data) < FUSE_IN_HEADER_SIZE + body_codec.struct.size:
+                return None
+            size = int(body_codec.record(data, FUSE_IN_HEADER_SIZE).size)
+            return FUSE_OUT_HEADER_SIZE + (size or extra)
+        known = _ROOM.get((opcode, minor))
+        if known is not None:
+            return known
         try:
             request = FuseInHeader(data)
             layers = reply_layers_at(opcode, self.minor if opcode == c.FUSE_INIT else self.proto_minor,
@@ -279,7 +291,11 @@ class KernelSession(NegotiatedSizes):
             most = validate.reply_size_bounds(opcode, layers, request)[1]
         except (KeyError, TypeError, ValueError, struct.error):
             return None
-        return None if most is None else FUSE_OUT_HEADER_SIZE + most
+        if most is None:
+            return None
+        if opcode != c.FUSE_IOCTL:  # the rest do not depend on the request: remember them
+            _ROOM[(opcode, minor)] = FUSE_OUT_HEADER_SIZE + most
+        return FUSE_OUT_HEADER_SIZE + most
 
     # -- replies ----------------------------------------------------------
     def receive(self, data: bytes) -> Reply | Notify:
@@ -454,6 +470,14 @@ def decode_body(layers: Layers, body: bytes, *, zero_fill: bool = False) -> Pack
 
 
 _IN, _OUT = codec(FuseInHeader), codec(FuseOutHeader)
+#: Opcodes whose reply room is a size in their body (0: a probe, answered with ``extra`` bytes)
+_SIZED_BY_REQUEST = {
+    c.FUSE_READ: (codec(FuseReadIn), 0), c.FUSE_READDIR: (codec(FuseReadIn), 0),
+    c.FUSE_READDIRPLUS: (codec(FuseReadIn), 0),
+    c.FUSE_GETXATTR: (codec(FuseGetxattrIn), fixed_size(FuseGetxattrOut)),
+    c.FUSE_LISTXATTR: (codec(FuseGetxattrIn), fixed_size(FuseGetxattrOut)),
+}
+_ROOM: dict[tuple[int, int], int] = {}  # (opcode, minor) -> reply room, for the fixed ones
 _IN_HEADER = _IN.builder("len", "opcode", "unique", "nodeid", "uid", "gid", "pid", "total_extlen")
 _NO_SECCTX = bytes(FuseSecctxHeader(size=8, nr_secctx=0))
 #: Opcodes whose replies the fast path judges (protocol.server.HOT, which imports this module)

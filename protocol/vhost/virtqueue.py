@@ -117,6 +117,7 @@ class SplitQueue:
     free: list[int] = field(init=False)
     chains: dict[int, Chain] = field(default_factory=dict, init=False)
     tables: dict[int, tuple[int, int]] = field(default_factory=dict, init=False)  # head: (addr, room)
+    _used_idx_at: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.num < 1 or self.num > 32768 or self.num & (self.num - 1):
@@ -128,6 +129,7 @@ class SplitQueue:
         for addr, size in ((self.desc_addr, desc), (self.avail_addr, avail), (self.used_addr, used)):
             self.memory.write(addr, bytes(size))
         self.free = list(range(self.num))
+        self._used_idx_at = self.memory.offset(self.used_addr + USED_IDX, U16.size)  # polled often
 
     # -- offering ---------------------------------------------------------
     def add(self, readable: list[tuple[int, int]], writable: list[tuple[int, int]], *,
@@ -176,7 +178,7 @@ class SplitQueue:
     # -- taking back ------------------------------------------------------
     @property
     def used_idx(self) -> int:
-        return int(U16.unpack(self.memory.read(self.used_addr + USED_IDX, U16.size))[0])
+        return int(U16.unpack_from(self.memory.buffer, self._used_idx_at)[0])
 
     def pending(self) -> int:
         """Chains offered and not yet used."""
