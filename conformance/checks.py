@@ -38,5 +38,5 @@ def assert_absent(reply: Reply, why: str) -> None:
 
 def not_over_virtio_fs(conn: KernelConnection, why: str) -> None:
     """Not applicable when ``conn`` is a virtio-fs device: ``why`` says what differs there."""
-    if getattr(conn.channel, "transport", "") == VIRTIO_FS:
+    if conn.channel.transport == VIRTIO_FS:
         pytest.skip(f"not applicable over virtio-fs: {why}")

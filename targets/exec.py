@@ -18,11 +18,11 @@ from targets.channel import (
 )
 from targets.daemons import REGISTRY, Instance, nothing_hidden
 from targets.errors import TargetSpecError
-from targets.process import Daemon
+from targets.process import Daemon, DaemonOwner
 from targets.spec import TargetSpec, parse_spec
 
 
-class ExecTarget:
+class ExecTarget(DaemonOwner):
     """A spawned daemon serving FUSE over a socket; use it as a context manager.
 
     Closing closes the channel, gives the daemon ``grace`` s to exit by itself,
@@ -70,18 +70,6 @@ class ExecTarget:
             raise RuntimeError("the target is not open")
         return self._channel
 
-    @property
-    def exited_by_itself(self) -> bool:
-        """Whether, once closed, it had exited without a signal from us."""
-        if self.daemon is None or self.exit_status is None:
-            return False
-        return self.daemon.signalled is None
-
-    @property
-    def exited_cleanly(self) -> bool:
-        """Alive until closed, then exited by itself with 0 or its known EOF status."""
-        return self.alive_at_close and self.exited_by_itself and self.exit_status in self.clean_statuses
-
     def _instance(self, scratch: Path) -> Instance:
         if self.spec.kind == "exec":
             return Instance(self.spec.command)
@@ -124,9 +112,7 @@ class ExecTarget:
             self.alive_at_close = self.daemon is not None and self.daemon.alive()
             if self._channel is not None:
                 self._channel.close()
-            if self.daemon is not None and self.daemon.proc is not None:
-                self.daemon.wait_exit(self.grace)
-                self.exit_status = self.daemon.stop(self.grace)
+            self.reap()
         finally:
             if self.scratch is not None:
                 shutil.rmtree(self.scratch, ignore_errors=True)

@@ -247,3 +247,31 @@ def wait_ready(
         if remaining <= 0:
             raise TargetTimeout(f"{proc.name} was not {what} within {timeout:g} s")
         proc.wait_exit(min(interval, remaining))
+
+
+class DaemonOwner:
+    """A target that starts a daemon and reports, once closed, how it ended."""
+
+    daemon: Daemon | None
+    grace: float
+    exit_status: int | None
+    alive_at_close: bool
+    clean_statuses: frozenset[int] = frozenset({0})
+
+    @property
+    def exited_by_itself(self) -> bool:
+        """Whether, once closed, it had exited without a signal from us."""
+        if self.daemon is None or self.exit_status is None:
+            return False
+        return self.daemon.signalled is None
+
+    @property
+    def exited_cleanly(self) -> bool:
+        """Alive until closed, then exited by itself with 0 or its known EOF status."""
+        return self.alive_at_close and self.exited_by_itself and self.exit_status in self.clean_statuses
+
+    def reap(self) -> None:
+        """Give the daemon ``grace`` seconds to end by itself, then stop it; keep its status."""
+        if self.daemon is not None and self.daemon.proc is not None:
+            self.daemon.wait_exit(self.grace)
+            self.exit_status = self.daemon.stop(self.grace)

@@ -20,7 +20,7 @@ from typing import Self
 from targets.channel import DEFAULT_BUFSIZE, Transcript
 from targets.daemons import nothing_hidden, populate, reference_argv, reference_source
 from targets.errors import TargetNotInstalled, TargetSpecError
-from targets.process import Daemon
+from targets.process import Daemon, DaemonOwner
 from targets.spec import REF_VHOST_USER, TargetSpec, is_vhost_user, parse_spec
 from targets.vhost_user.channel import VirtioFsChannel
 from targets.vhost_user.frontend import VhostUserFrontend
@@ -30,7 +30,7 @@ START_TIMEOUT = 10.0
 SUN_PATH_MAX = 108  # sockaddr_un.sun_path, its NUL included
 
 
-class VhostUserTarget:
+class VhostUserTarget(DaemonOwner):
     """A virtio-fs back-end on a vhost-user socket; a context manager."""
 
     def __init__(self, spec: TargetSpec | str, *, grace: float = 2.0, bufsize: int = DEFAULT_BUFSIZE,
@@ -56,15 +56,6 @@ class VhostUserTarget:
         if self._channel is None:
             raise RuntimeError("the target is not open")
         return self._channel
-
-    @property
-    def exited_by_itself(self) -> bool:
-        return self.daemon is not None and self.exit_status is not None and self.daemon.signalled is None
-
-    @property
-    def exited_cleanly(self) -> bool:
-        """A back-end we started ends by itself, status 0, once the front-end hangs up."""
-        return self.alive_at_close and self.exited_by_itself and self.exit_status == 0
 
     def _command(self, socket_path: Path) -> list[str] | None:
         """The back-end's command line on ``socket_path`` (None: a user's, already running)."""
@@ -122,9 +113,7 @@ class VhostUserTarget:
                 self._channel.close()
             if self.frontend is not None:
                 self.frontend.close()
-            if self.daemon is not None and self.daemon.proc is not None:
-                self.daemon.wait_exit(self.grace)
-                self.exit_status = self.daemon.stop(self.grace)
+            self.reap()  # a back-end we started ends by itself, status 0, once we hang up
         finally:
             for made in (self.scratch, self.socket_dir):
                 if made is not None:
