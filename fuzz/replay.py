@@ -62,9 +62,9 @@ class Mapping:
 
     def learn_listing(self, recorded: Packet | None, live: Packet | None) -> None:
         """READDIRPLUS: entries matched by name (a live listing may come in another order)."""
-        live_by_name = {bytes(r.dirent.name): int(r.entry_out.nodeid) for r in _dirents(live)}
+        live_by_name = {bytes(r.dirent.getfieldval("name")): int(r.entry_out.nodeid) for r in _dirents(live)}
         for record in _dirents(recorded):
-            new = live_by_name.get(bytes(record.dirent.name))
+            new = live_by_name.get(bytes(record.dirent.getfieldval("name")))
             if int(record.entry_out.nodeid) and new:
                 self.nodeids[int(record.entry_out.nodeid)] = new
 

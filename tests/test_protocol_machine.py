@@ -86,3 +86,19 @@ def test_a_directory_made_in_a_setgid_directory_may_be_setgid(spec: str) -> None
     assert int(made.packet[FuseEntryOut].attr.mode) == 0o42755  # type: ignore[union-attr]
     outcome = replay(exchanges, parse_spec(spec))
     assert not outcome.reproduced, outcome.problems
+
+
+def test_replay_maps_readdirplus_entries_by_name() -> None:
+    """A READDIRPLUS listing maps recorded nodeids to live ones by the entries' names (a field
+    called ``name`` must be read as a field: scapy's ``Packet.name`` is the layer's name)."""
+    from fuzz.replay import Mapping
+    from protocol.layers.variable import FuseDirent, FuseDirentplus, FuseDirentplusList
+
+    def listing(*entries: tuple[bytes, int]) -> FuseDirentplusList:
+        return FuseDirentplusList(dirents=[
+            FuseDirentplus(entry_out=FuseEntryOut(nodeid=nodeid), dirent=FuseDirent(name=name))
+            for name, nodeid in entries])
+
+    mapping = Mapping()
+    mapping.learn_listing(listing((b"a", 10), (b"b", 11)), listing((b"b", 21), (b"a", 20)))
+    assert mapping.nodeids[10] == 20 and mapping.nodeids[11] == 21
