@@ -16,8 +16,10 @@ that passed are left out (they only read).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,7 @@ from protocol.layers.structs import (
 )
 from protocol.layers.variable import FuseName
 from targets.connection import KernelConnection
+from targets.errors import TargetError
 
 RULE_ID = "FUSE-MACHINE-001"
 PATHS = st.sampled_from(["a", "b", "d", "d/a", "d/b"])
@@ -83,6 +86,7 @@ SIZES = st.integers(0, 700)
 READ_SIZES = st.integers(1, 1024)
 TIMES = st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 999_999_999))
 XNAMES = st.sampled_from([b"user.fc.a", b"user.fc.b"])
+NAMED = st.integers(0, 15)  # which of the names that exist (see ProtocolMachine.named)
 XFLAGS = st.sampled_from([0, XATTR_CREATE, XATTR_REPLACE])
 LISTING_SIZE = 4096  # the kernel reads directories a page at a time
 MAX_READDIRS = 64
@@ -132,7 +136,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         data = session.request(opcode, *layers, nodeid=nodeid)
         try:
             reply = self.conn.wait(session.last_unique, data)
-        except AssertionError as exc:  # no reply, a dead daemon, a reply to another unique
+        except (AssertionError, TargetError) as exc:  # no reply, a dead daemon, a stray reply
             self._record(Exchange(data))
             self.fail([f"{c.OPCODE_NAMES.get(opcode, opcode)}: {exc}"])
         self._record(Exchange(data, reply.raw))
@@ -151,7 +155,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         data = session.request(opcode, *layers, nodeid=nodeid)
         try:
             self.conn.send_raw(data)
-        except AssertionError as exc:
+        except (AssertionError, TargetError) as exc:
             self._record(Exchange(data))
             self.fail([f"{c.OPCODE_NAMES.get(opcode, opcode)}: {exc}"])
         self._record(Exchange(data))
@@ -210,17 +214,49 @@ class ProtocolMachine(RuleBasedStateMachine):
             return None
         return self.nodeid(parent), path[-1]
 
-    def existing(self, text: str) -> Inode | None:
-        return self.model.resolve(_path(text))
+    def existing(self, text: str | None) -> Inode | None:
+        return None if text is None else self.model.resolve(_path(text))
+
+    def named(self, which: int, kind: Callable[[Inode], bool]) -> str | None:
+        """The path of existing name number ``which`` (modulo their count) among those of
+        ``kind``: the draw is the same whatever exists, and it always names something."""
+        found: list[str] = []
+
+        def visit(directory: Inode, prefix: str) -> None:
+            for name, key in sorted(directory.entries.items()):
+                child, path = self.model.inodes[key], prefix + name.decode(errors="replace")
+                if kind(child):
+                    found.append(path)
+                if child.is_dir:
+                    visit(child, path + "/")
+
+        if self.model.top is not None:
+            visit(self.model.top, "")
+        return found[which % len(found)] if found else None
 
     def new_handles(self, before: set[int]) -> Any:
         return multiple(*[token for token in self.model.handles if token not in before])
 
     # -- steps ----------------------------------------------------------------
-    @initialize()
-    def start(self) -> None:
+    @initialize(target=handles, data=DATA)
+    def start(self, data: bytes) -> Any:
+        """The example's directory and in it file "a" holding ``data``, open read-write (a program
+        that made a file and wrote it): each example has contents to read and a name to use."""
         self.ask(c.FUSE_MKDIR, FuseMkdirIn(mode=0o755, umask=0), FuseName(name=self.bench.workdir),
                  nodeid=c.FUSE_ROOT_ID)
+        assert self.model.top is not None
+        top, name, before = self.nodeid(self.model.top), FuseName(name=b"a"), set(self.model.handles)
+        made = self.ask(c.FUSE_CREATE, FuseCreateIn(flags=os.O_RDWR | os.O_CREAT | os.O_EXCL,
+                                                    mode=stat.S_IFREG | 0o644, umask=0), name, nodeid=top)
+        if made.error == -errno.ENOSYS:  # the kernel falls back to MKNOD and OPEN
+            self.ask(c.FUSE_MKNOD, FuseMknodIn(mode=stat.S_IFREG | 0o644, rdev=0, umask=0), name, nodeid=top)
+            made_file = self.existing("a")
+            if made_file is not None:
+                self.ask(c.FUSE_OPEN, FuseOpenIn(flags=os.O_RDWR), nodeid=self.nodeid(made_file))
+        opened = [token for token in self.model.handles if token not in before]
+        if opened:
+            self.write(opened[0], 0, data)
+        return multiple(*opened)
 
     @precondition(lambda self: self.model.offers(c.FUSE_CREATE))
     @rule(target=handles, path=PATHS, mode=FILE_MODES, access=ACCESS)
@@ -255,10 +291,10 @@ class ProtocolMachine(RuleBasedStateMachine):
         if at is not None:
             self.ask(c.FUSE_LOOKUP, FuseName(name=at[1]), nodeid=at[0])
 
-    @rule(target=handles, path=PATHS, access=ACCESS, append=st.booleans(), truncate=st.booleans())
-    def open(self, path: str, access: int, append: bool, truncate: bool) -> Any:
-        node = self.existing(path)
-        if node is None or not node.is_reg:
+    @rule(target=handles, which=NAMED, access=ACCESS, append=st.booleans(), truncate=st.booleans())
+    def open(self, which: int, access: int, append: bool, truncate: bool) -> Any:
+        node = self.existing(self.named(which, lambda node: node.is_reg))
+        if node is None:
             return multiple()
         flags = access | (os.O_APPEND if append else 0)
         if truncate and access != os.O_RDONLY and self.flags & c.FUSE_ATOMIC_O_TRUNC:
@@ -311,9 +347,18 @@ class ProtocolMachine(RuleBasedStateMachine):
                                                    atimensec=atime[1], mtime=mtime[0], mtimensec=mtime[1]),
                      nodeid=self.nodeid(node))
 
-    @rule(old=PATHS, new=PATHS, flags=st.sampled_from([0, RENAME_NOREPLACE, RENAME_EXCHANGE]))
-    def rename(self, old: str, new: str, flags: int) -> None:
+    @rule(which=NAMED, new=PATHS)
+    def rename(self, which: int, new: str) -> None:
+        """rename(2): FUSE_RENAME."""
+        self.rename2(which, new, 0)
+
+    @rule(which=NAMED, new=PATHS, flags=st.sampled_from([RENAME_NOREPLACE, RENAME_EXCHANGE]))
+    def rename2(self, which: int, new: str, flags: int) -> None:
+        """renameat2(2) with flags: FUSE_RENAME2 (the kernel sends RENAME for flags 0)."""
+        old = self.named(which, lambda node: True)
         moved, victim = self.existing(old), self.existing(new)
+        if old is None:
+            return
         if moved is None or new.startswith(old + "/") or old.startswith(new + "/"):
             return  # ENOENT from the lookup; EINVAL / ENOTEMPTY from the VFS
         if victim is moved or (flags and f"rename flags {flags}" in self.model.refused):
@@ -337,28 +382,30 @@ class ProtocolMachine(RuleBasedStateMachine):
             self.ask(c.FUSE_RENAME, FuseRenameIn(newdir=target[0]), *names, nodeid=source[0])
 
     @precondition(lambda self: self.model.offers(c.FUSE_LINK) and "link" not in self.model.refused)
-    @rule(old=PATHS, new=PATHS)
-    def link(self, old: str, new: str) -> None:
-        node = self.existing(old)
-        if node is None or node.is_dir:
-            return  # EPERM from the VFS
+    @rule(which=NAMED, new=PATHS)
+    def link(self, which: int, new: str) -> None:
+        node = self.existing(self.named(which, lambda node: not node.is_dir))  # directories: EPERM
+        if node is None:
+            return
         target = self.where(new)
         if target is not None:
             self.ask(c.FUSE_LINK, FuseLinkIn(oldnodeid=self.nodeid(node)), FuseName(name=target[1]),
                      nodeid=target[0])
 
-    @rule(path=PATHS)
-    def unlink(self, path: str) -> None:
+    @rule(which=NAMED)
+    def unlink(self, which: int) -> None:
+        path = self.named(which, lambda node: not node.is_dir)
         node = self.existing(path)
-        at = self.where(path) if node is not None and not node.is_dir else None
+        at = self.where(path) if path is not None else None
         if at is not None:
             self.held(node)
             self.ask(c.FUSE_UNLINK, FuseName(name=at[1]), nodeid=at[0])
 
-    @rule(path=PATHS)
-    def rmdir(self, path: str) -> None:
+    @rule(which=NAMED)
+    def rmdir(self, which: int) -> None:
+        path = self.named(which, lambda node: node.is_dir)
         node = self.existing(path)
-        at = self.where(path) if node is not None and node.is_dir else None
+        at = self.where(path) if path is not None else None
         if at is not None:
             self.held(node)
             self.ask(c.FUSE_RMDIR, FuseName(name=at[1]), nodeid=at[0])
@@ -482,13 +529,16 @@ class ProtocolMachine(RuleBasedStateMachine):
             self.tell(c.FUSE_FORGET, FuseForgetIn(nlookup=count), nodeid=nodeid)
 
     def teardown(self) -> None:
-        """Release what is open and forget every nodeid, deepest first (the kernel at umount)."""
+        """Release what is open, remove what the example made (names deepest first, each looked
+        up first as the VFS does), and forget every nodeid, children before their parents (the
+        kernel at umount: a dentry pins its parent)."""
         try:
             for opened in list(self.model.handles.values()):
                 opcode = c.FUSE_RELEASEDIR if opened.directory else c.FUSE_RELEASE
                 self.ask(opcode, FuseReleaseIn(fh=opened.fh, flags=opened.flags), nodeid=opened.nodeid)
-            depth = {key: self.model.path(node).count("/") for key, node in self.model.inodes.items()}
-            held = sorted(self.model.nodeids.items(), key=lambda item: -depth.get(item[1], 0))
+            if self.model.top is not None and not self.failed:
+                self.empty(self.model.top)
+            held = sorted(self.model.nodeids.items(), key=lambda item: -self.depth(item[1]))
             for nodeid, _key in held:
                 self.tell(c.FUSE_FORGET, FuseForgetIn(nlookup=self.model.lookups[nodeid]), nodeid=nodeid)
             for nodeid, count in list(self.model.strays.items()):
@@ -496,3 +546,20 @@ class ProtocolMachine(RuleBasedStateMachine):
         except AssertionError:
             if not self.failed:
                 raise
+
+    def empty(self, directory: Inode) -> None:
+        """UNLINK and RMDIR everything under ``directory``, as ``rm -r`` through the kernel."""
+        for name, key in sorted(directory.entries.items()):
+            child = self.model.inodes[key]
+            if child.is_dir:
+                self.empty(child)
+            parent = self.nodeid(directory)
+            self.held(child)
+            self.ask(c.FUSE_RMDIR if child.is_dir else c.FUSE_UNLINK, FuseName(name=name), nodeid=parent)
+
+    def depth(self, key: int) -> int:
+        """How many directories above inode ``key`` (an unlinked inode pins none: 0)."""
+        node, depth = self.model.inodes.get(key), 0
+        while node is not None and node.links:
+            node, depth = self.model.inodes.get(node.links[0][0]), depth + 1
+        return depth

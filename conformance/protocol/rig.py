@@ -50,8 +50,10 @@ class Rig:
         self._failures_seen = len(self.failures)
         if self.target is None or failed or not self._well():
             self._reopen()  # after a failure too: what it left must not steer the next example
-        assert self.conn is not None and self.init is not None and self.target is not None
         self._clean_up()
+        if not self._well():  # what an earlier example left killed it: not this example's doing
+            self._reopen()
+        assert self.conn is not None and self.init is not None and self.target is not None
         self.examples += 1
         name = unique_name("machine")
         self.made.append(name)

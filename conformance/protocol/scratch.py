@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import stat
 from dataclasses import dataclass
 
 import pytest
@@ -163,16 +164,22 @@ def remove_tree(conn: KernelConnection, name: bytes, parent: int = c.FUSE_ROOT_I
 
 
 def _empty(conn: KernelConnection, nodeid: int, depth: int = 0) -> None:
-    """UNLINK (or, for directories, empty and RMDIR) every entry of directory ``nodeid``."""
+    """Remove every entry of directory ``nodeid`` as the kernel does (LOOKUP, then UNLINK, or
+    for a directory empty it and RMDIR, then FORGET): a server need not know a name it
+    was never asked to look up, or one it was told to forget."""
     from conformance.walk import list_directory
 
     for entry in list_directory(conn, nodeid):
         if entry.name in (b".", b".."):
             continue
-        reply = conn.call(c.FUSE_UNLINK, FuseName(name=entry.name), nodeid=nodeid)
-        if reply.ok or depth > 8:
-            continue
         found = conn.call(c.FUSE_LOOKUP, FuseName(name=entry.name), nodeid=nodeid)
-        if found.ok and found.body is not None and int(found.body.nodeid):
-            _empty(conn, int(found.body.nodeid), depth + 1)
+        if not found.ok or found.body is None or not int(found.body.nodeid):
+            continue
+        child = int(found.body.nodeid)
+        if stat.S_ISDIR(int(found.body.attr.mode)):
+            if depth < 8:
+                _empty(conn, child, depth + 1)
             conn.call(c.FUSE_RMDIR, FuseName(name=entry.name), nodeid=nodeid)
+        else:
+            conn.call(c.FUSE_UNLINK, FuseName(name=entry.name), nodeid=nodeid)
+        conn.send(c.FUSE_FORGET, FuseForgetIn(nlookup=1), nodeid=child)
