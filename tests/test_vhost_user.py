@@ -118,3 +118,30 @@ def test_options_become_virtiofsd_arguments(tmp_path: Path) -> None:
                                                     "posix_acl": True, "xattr": True})
     assert argv[1:] == [f"--socket-path={tmp_path / 's'}", "-o", f"source={tmp_path}", "-o",
                         "cache=always", "-o", "writeback", "-o", "posix_acl", "-o", "xattr"]
+    assert virtiofsd_argv(7, tmp_path, {"fd": True})[1:] == ["--fd=7", "-o", f"source={tmp_path}"]
+
+
+def test_fd_option_hands_over_a_listening_socket(tmp_path: Path) -> None:
+    """``virtiofsd:fd``: the suite listens and passes the socket as --fd=N (as libvirt does);
+    virtiofsd serves on it and the target leaves nothing behind."""
+    require(os.access(VIRTIOFSD, os.X_OK), f"machine lacks virtiofsd ({VIRTIOFSD})")
+    target = VhostUserTarget("virtiofsd:fd", scratch_root=tmp_path).open()
+    try:
+        assert target.daemon is not None
+        assert any(arg.startswith("--fd=") for arg in target.daemon.argv), target.daemon.argv
+        assert not any(arg.startswith("--socket-path") for arg in target.daemon.argv)
+        assert KernelConnection(target.channel, timeout=5.0).init().ok
+    finally:
+        target.close()
+    assert target.exited_cleanly, f"virtiofsd exited with {target.exit_status} when we hung up"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_setup_reads_queue_count_and_config() -> None:
+    """Under MQ the front-end reads GET_QUEUE_NUM, under CONFIG the virtio_fs_config (the
+    reference back-end offers both; virtiofsd 7.2 offers MQ only)."""
+    with VhostUserTarget("ref:vhost-user") as target:
+        frontend = target.frontend
+        assert frontend is not None and frontend.config is not None
+        assert frontend.queue_count is not None and frontend.queue_count >= frontend.queues
+        assert bytes(frontend.config.tag).rstrip(b"\0") and int(frontend.config.num_request_queues) >= 1

@@ -21,7 +21,7 @@ def device_target(request: pytest.FixtureRequest, target_spec: TargetSpec) -> It
     try:
         yield target
         call = getattr(request.node, "rep_call", None)
-        hung_up = target.frontend is None or target.frontend._sock is None  # the rule did it
+        hung_up = target.frontend is None or not target.frontend.connected  # the rule did it
         if call is not None and call.passed and not hung_up and target.daemon is not None \
                 and not target.daemon.alive():
             pytest.fail(f"the back-end {target.daemon.exit_description()} during the rule; stderr: "

@@ -103,11 +103,11 @@ def test_forgets_on_hiprio(device: Device) -> None:
 def test_multiple_request_queues(device_target: VhostUserTarget) -> None:
     frontend = device_target.frontend
     assert frontend is not None
-    probe_features = frontend._u64(v.VHOST_USER_GET_FEATURES)
+    probe_features = frontend.get_u64(v.VHOST_USER_GET_FEATURES)
     count = 2
     if probe_features & (1 << v.VHOST_USER_F_PROTOCOL_FEATURES) and \
-            frontend._u64(v.VHOST_USER_GET_PROTOCOL_FEATURES) & (1 << v.VHOST_USER_PROTOCOL_F_MQ):
-        count = frontend._u64(v.VHOST_USER_GET_QUEUE_NUM)
+            frontend.get_u64(v.VHOST_USER_GET_PROTOCOL_FEATURES) & (1 << v.VHOST_USER_PROTOCOL_F_MQ):
+        count = frontend.get_u64(v.VHOST_USER_GET_QUEUE_NUM)
     if count < 3:
         pytest.skip(f"not applicable: the back-end has {max(count - 1, 1)} request queue "
                     "(GET_QUEUE_NUM, or no MQ)")

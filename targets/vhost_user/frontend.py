@@ -2,9 +2,10 @@
 control socket with its file descriptors, guest memory in a memfd, the virtqueues'
 eventfds. Message layouts come from ``protocol.vhost``; this module does the IO.
 
-``VhostUserFrontend(path).setup()`` negotiates features and protocol features, shares
-the guest memory (SET_MEM_TABLE) and starts ``queues`` split queues (0 is virtio-fs's
-hiprio queue, 1 the first request queue); ``kick(index)`` tells the back-end a queue has
+``VhostUserFrontend(path).setup()`` negotiates features and protocol features (reading
+the queue count under MQ and the virtio_fs_config under CONFIG), shares the guest memory
+(SET_MEM_TABLE) and starts ``queues`` split queues (0 is virtio-fs's hiprio queue, 1 the
+first request queue); ``kick(index)`` tells the back-end a queue has
 new buffers and ``wait(timeout)`` waits until one of them has used some. ``close()`` stops
 the rings (GET_VRING_BASE) and releases everything, however far ``setup`` got.
 """
@@ -28,12 +29,14 @@ from scapy.packet import Packet
 from protocol.vhost import constants as v
 from protocol.vhost.messages import (
     ANSWERED,
+    VhostUserConfig,
     VhostUserMemory,
     VhostUserMemoryRegion,
     VhostUserMsg,
     VhostUserU64,
     VhostUserVringAddr,
     VhostUserVringState,
+    VirtioFsConfig,
     message,
 )
 from protocol.vhost.virtqueue import GuestMemory, SplitQueue
@@ -75,6 +78,8 @@ class VhostUserFrontend:
     acked: int = field(default=0, init=False)  # what we set
     protocol_features: int = field(default=0, init=False)  # offered
     protocol_acked: int = field(default=0, init=False)
+    queue_count: int | None = field(default=None, init=False)  # GET_QUEUE_NUM, under MQ
+    config: VirtioFsConfig | None = field(default=None, init=False)  # GET_CONFIG, under CONFIG
     memory: GuestMemory | None = field(default=None, init=False)
     started: list[Queue] = field(default_factory=list, init=False)
     log: list[tuple[str, VhostUserMsg]] = field(default_factory=list, init=False)  # both ways
@@ -117,6 +122,15 @@ class VhostUserFrontend:
             raise TargetDied(self.name, returncode=None, detail="closed its vhost-user socket") from exc
         self.log.append(("to_backend", VhostUserMsg(data)))
 
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def pending(self, timeout: float) -> bool:
+        """Whether the back-end sent something (unasked) within ``timeout``."""
+        assert self._sock is not None, "not connected"
+        return bool(select.select([self._sock], [], [], timeout)[0])
+
     def receive(self) -> VhostUserMsg:
         """One message from the back-end (a reply), within the timeout."""
         header = self._read(v.VHOST_USER_HEADER_SIZE)
@@ -155,7 +169,19 @@ class VhostUserFrontend:
             raise VhostUserError(f"{self.name} refused {name} (status {reply[VhostUserU64].u64})")
         return reply
 
-    def _u64(self, request: int) -> int:
+    def get_config(self) -> VirtioFsConfig:
+        """GET_CONFIG: the device's virtio_fs_config (tag, num_request_queues)."""
+        size = len(VirtioFsConfig())
+        reply = self.call(v.VHOST_USER_GET_CONFIG, VhostUserConfig(offset=0, region=bytes(size)))
+        assert reply is not None
+        region = bytes(reply[VhostUserConfig].region) if VhostUserConfig in reply else b""
+        if len(region) != size:
+            raise VhostUserError(f"{self.name} answered GET_CONFIG with {len(region)} bytes of a "
+                                 f"{size}-byte virtio_fs_config")
+        return VirtioFsConfig(region)
+
+    def get_u64(self, request: int) -> int:
+        """A GET_* request whose reply is one u64 (features, protocol features, queue count)."""
         reply = self.call(request)
         assert reply is not None
         return int(reply[VhostUserU64].u64)
@@ -165,12 +191,19 @@ class VhostUserFrontend:
         """Negotiate, share the memory, start the queues."""
         if self._sock is None:
             self.connect()
-        self.features = self._u64(v.VHOST_USER_GET_FEATURES)
+        self.features = self.get_u64(v.VHOST_USER_GET_FEATURES)
         if self.features & (1 << v.VHOST_USER_F_PROTOCOL_FEATURES):
-            self.protocol_features = self._u64(v.VHOST_USER_GET_PROTOCOL_FEATURES)
+            self.protocol_features = self.get_u64(v.VHOST_USER_GET_PROTOCOL_FEATURES)
             acked = self.protocol_features & DRIVER_PROTOCOL_FEATURES
             self.call(v.VHOST_USER_SET_PROTOCOL_FEATURES, VhostUserU64(u64=acked))
             self.protocol_acked = acked
+        if self.protocol_acked & (1 << v.VHOST_USER_PROTOCOL_F_MQ):
+            self.queue_count = self.get_u64(v.VHOST_USER_GET_QUEUE_NUM)
+            if self.queue_count < self.queues:
+                raise VhostUserError(f"{self.name} has {self.queue_count} queues (GET_QUEUE_NUM); "
+                                     f"the front-end was asked to start {self.queues}")
+        if self.protocol_acked & (1 << v.VHOST_USER_PROTOCOL_F_CONFIG):
+            self.config = self.get_config()
         self.call(v.VHOST_USER_SET_OWNER)
         self.acked = self.features & DRIVER_FEATURES
         self.call(v.VHOST_USER_SET_FEATURES, VhostUserU64(u64=self.acked))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +49,7 @@ class VhostUserTarget(DaemonOwner):
         self.daemon: Daemon | None = None
         self.frontend: VhostUserFrontend | None = None
         self._channel: VirtioFsChannel | None = None
+        self._listener: socket.socket | None = None  # virtiofsd:fd, until the back-end has it
         self.exit_status: int | None = None
         self.alive_at_close = False
 
@@ -69,6 +71,11 @@ class VhostUserTarget(DaemonOwner):
             self.backing = self.scratch / "source"
             self.backing.mkdir()
             populate(self.backing)
+            if self.spec.options.get("fd") is True:  # we listen; virtiofsd accepts on our socket
+                self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self._listener.bind(str(socket_path))
+                self._listener.listen(1)
+                return virtiofsd_argv(self._listener.fileno(), self.backing, self.spec.options)
             return virtiofsd_argv(socket_path, self.backing, self.spec.options)
         options = {k: value for k, value in self.spec.options.items() if k != REF_VHOST_USER}
         resolved, self.backing = reference_source(self.scratch, options)
@@ -91,8 +98,12 @@ class VhostUserTarget(DaemonOwner):
             if argv is None:
                 socket_path = Path(self.spec.command[0])
             else:
-                self.daemon = Daemon(argv, name=name, cwd=str(self.scratch)).start()
+                passed = (self._listener.fileno(),) if self._listener is not None else ()
+                self.daemon = Daemon(argv, name=name, cwd=str(self.scratch), pass_fds=passed).start()
                 self.socket_path = socket_path
+                if self._listener is not None:  # the back-end holds it now
+                    self._listener.close()
+                    self._listener = None
             self.frontend = VhostUserFrontend(str(socket_path), name=name)
             self.frontend.connect(time.monotonic() + START_TIMEOUT, self.daemon)
             if not set_up:
@@ -115,6 +126,9 @@ class VhostUserTarget(DaemonOwner):
                 self.frontend.close()
             self.reap()  # a back-end we started ends by itself, status 0, once we hang up
         finally:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             for made in (self.scratch, self.socket_dir):
                 if made is not None:
                     shutil.rmtree(made, ignore_errors=True)
