@@ -271,15 +271,16 @@ class KernelSession(NegotiatedSizes):
         buffers exactly the out args' sizes); 0 for no reply, None when not bounded."""
         if len(data) < FUSE_IN_HEADER_SIZE:
             return None
-        opcode = int(_IN.record(data).opcode)
+        opcode = _IN_OPCODE.unpack_from(data, _IN_OPCODE_AT)[0]
         if opcode in NO_REPLY:
             return 0
         minor = self.minor if opcode == c.FUSE_INIT else self.proto_minor
-        if opcode in _SIZED_BY_REQUEST:  # the kernel's buffer is the size the request names
-            body_codec, extra = _SIZED_BY_REQUEST[opcode]
-            if len(data) < FUSE_IN_HEADER_SIZE + body_codec.struct.size:
+        sized = _SIZED_BY_REQUEST.get(opcode)
+        if sized is not None:  # the kernel's buffer is the size the request names
+            body_size, size_field, size_at, extra = sized
+            if len(data) < FUSE_IN_HEADER_SIZE + body_size:
                 return None
-            size = int(body_codec.record(data, FUSE_IN_HEADER_SIZE).size)
+            size = size_field.unpack_from(data, FUSE_IN_HEADER_SIZE + size_at)[0]
             return FUSE_OUT_HEADER_SIZE + (size or extra)
         known = _ROOM.get((opcode, minor))
         if known is not None:
@@ -471,11 +472,21 @@ def decode_body(layers: Layers, body: bytes, *, zero_fill: bool = False) -> Pack
 
 _IN, _OUT = codec(FuseInHeader), codec(FuseOutHeader)
 #: Opcodes whose reply room is a size in their body (0: a probe, answered with ``extra`` bytes)
+_IN_OPCODE, _IN_OPCODE_AT = _IN.field("opcode")
+
+
+def _sized(body: type[Packet], extra: int = 0) -> tuple[int, struct.Struct, int, int]:
+    """A request body's size, its ``size`` field and offset, and the room when that is 0."""
+    body_codec = codec(body)
+    return (body_codec.struct.size, *body_codec.field("size"), extra)
+
+
+#: requests whose reply room is the size they name: READ, READDIR(PLUS), GET/LISTXATTR
 _SIZED_BY_REQUEST = {
-    c.FUSE_READ: (codec(FuseReadIn), 0), c.FUSE_READDIR: (codec(FuseReadIn), 0),
-    c.FUSE_READDIRPLUS: (codec(FuseReadIn), 0),
-    c.FUSE_GETXATTR: (codec(FuseGetxattrIn), fixed_size(FuseGetxattrOut)),
-    c.FUSE_LISTXATTR: (codec(FuseGetxattrIn), fixed_size(FuseGetxattrOut)),
+    c.FUSE_READ: _sized(FuseReadIn), c.FUSE_READDIR: _sized(FuseReadIn),
+    c.FUSE_READDIRPLUS: _sized(FuseReadIn),
+    c.FUSE_GETXATTR: _sized(FuseGetxattrIn, fixed_size(FuseGetxattrOut)),
+    c.FUSE_LISTXATTR: _sized(FuseGetxattrIn, fixed_size(FuseGetxattrOut)),
 }
 _ROOM: dict[tuple[int, int], int] = {}  # (opcode, minor) -> reply room, for the fixed ones
 _IN_HEADER = _IN.builder("len", "opcode", "unique", "nodeid", "uid", "gid", "pid", "total_extlen")

@@ -16,7 +16,8 @@ def attach_exchange(transcript: Transcript, *, minor: int, name: str = "exchange
     records = list(transcript)
     if not records:
         return
-    allure.attach(dump(records, minor), name=f"{name}.txt",
+    kept = f"(the {transcript.dropped} messages before these were not kept)\n\n" if transcript.dropped else ""
+    allure.attach(kept + dump(records, minor), name=f"{name}.txt",
                   attachment_type=allure.attachment_type.TEXT)
     with tempfile.TemporaryDirectory() as tmp:
         pcap = write_pcap(records, Path(tmp) / f"{name}.pcap")

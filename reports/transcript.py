@@ -51,8 +51,11 @@ def dissect(records: Iterable[Record], minor: int = c.FUSE_KERNEL_MINOR_VERSION)
 def dump(records: Iterable[Record], minor: int = c.FUSE_KERNEL_MINOR_VERSION) -> str:
     """A readable dump of every message, with scapy's ``show()``."""
     text = io.StringIO()
-    for index, (arrow, pkt) in enumerate(dissect(records, minor)):
-        text.write(f"=== #{index} {arrow} {pkt.summary()}\n")
+    kept = list(records)
+    for index, (arrow, pkt) in enumerate(dissect(kept, minor)):
+        record = kept[index]
+        cut = f" (the first {len(record.data)} of {record.length} bytes kept)" if record.truncated else ""
+        text.write(f"=== #{index} {arrow} {pkt.summary()}{cut}\n")
         with redirect_stdout(text):
             pkt.show()
     return text.getvalue()
@@ -65,7 +68,7 @@ def write_pcap(records: Iterable[Record], path: Path) -> Path:
         for record in records:
             direction = TO_TARGET if record.direction == "to_target" else FROM_TARGET
             writer.write_packet(bytes([direction]) + record.data, sec=int(record.time),
-                                usec=int(record.time % 1 * 1_000_000))
+                                usec=int(record.time % 1 * 1_000_000), wirelen=record.length + 1)
     return path
 
 

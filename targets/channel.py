@@ -10,8 +10,7 @@ import select
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal, Protocol, Self
+from typing import Literal, NamedTuple, Protocol, Self
 
 from targets.errors import TargetDied, TargetError, TargetTimeout, exit_phrase
 
@@ -22,32 +21,51 @@ DEFAULT_BUFSIZE = (1 << 20) + 4096
 _SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 #: How long to wait, after EOF, for the process to exit so its status is known.
 EOF_EXIT_GRACE = 0.5
+_now = time.monotonic
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One message on the wire, as sent or received."""
+class Record(NamedTuple):
+    """One message on the wire, as sent or received: its first ``snaplen`` bytes (all of it,
+    mostly) and its whole ``length`` (a tuple: one is made for every message)."""
 
     time: float
     direction: Direction
     data: bytes
+    length: int
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.data) < self.length
+
+
+_Fields = tuple[float, Direction, bytes, int]  # a Record's, as kept
+
+#: Records a transcript keeps by default: a failing rule's last exchanges, not a soak's all
+TRANSCRIPT_KEEP = 4096
+#: Bytes kept of each message (as tcpdump's snaplen): headers and metadata whole, not the
+#: body of a 1 MiB WRITE or READ; 4096 records stay within 32 MiB
+SNAPLEN = 8192
 
 
 class Transcript:
-    """Every message in order, stamped with ``time.monotonic()``.
+    """The messages in order, stamped with ``time.monotonic()``: the newest ``maxlen`` of
+    them (``TRANSCRIPT_KEEP`` by default; None keeps every one), each cut to ``snaplen``
+    bytes (None: whole)."""
 
-    With ``maxlen``, only the newest ``maxlen`` records are kept.
-    """
-
-    def __init__(self, maxlen: int | None = None) -> None:
-        self._records: collections.deque[Record] = collections.deque(maxlen=maxlen)
+    def __init__(self, maxlen: int | None = TRANSCRIPT_KEEP, snaplen: int | None = SNAPLEN) -> None:
+        # plain tuples, made Records when read: appending is on every message's path
+        self._records: collections.deque[_Fields] = collections.deque(maxlen=maxlen)
+        self.snaplen = snaplen
         self.total = 0
 
-    def append(self, direction: Direction, data: bytes) -> Record:
-        record = Record(time.monotonic(), direction, bytes(data))
-        self._records.append(record)
+    def append(self, direction: Direction, data: bytes) -> None:
+        length, snaplen = len(data), self.snaplen
+        if snaplen is not None and length > snaplen:
+            data = bytes(data[:snaplen])
+        elif type(data) is not bytes:
+            data = bytes(data)
+        self._records.append((_now(), direction, data, length))
         self.total += 1
-        return record
 
     @property
     def dropped(self) -> int:
@@ -55,14 +73,14 @@ class Transcript:
         return self.total - len(self._records)
 
     def records(self) -> list[Record]:
-        return list(self._records)
+        return [Record(*fields) for fields in self._records]
 
     def clear(self) -> None:
         self._records.clear()
         self.total = 0
 
     def __iter__(self) -> Iterator[Record]:
-        return iter(list(self._records))
+        return iter(self.records())
 
     def __len__(self) -> int:
         return len(self._records)

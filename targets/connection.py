@@ -22,7 +22,7 @@ from targets.channel import Transcript
 from targets.errors import TargetDied, TargetError, TargetTimeout
 
 DEFAULT_TIMEOUT = 5.0
-KEEP_EVENTS = 10_000  # newest replies and notifications kept for the test to inspect
+KEEP_EVENTS = 256  # newest replies and notifications kept for the test to inspect
 
 
 class Channel(Protocol):

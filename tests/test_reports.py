@@ -52,3 +52,21 @@ def test_allure_labels_and_exchange_on_failure(tmp_path: Path) -> None:
     assert {"exchange.txt", "exchange.pcap"} <= set(attachments), attachments
     text = (results / attachments["exchange.txt"]["source"]).read_text()
     assert "FUSE_INIT" in text and "FUSE_GETATTR" in text
+
+
+def test_transcript_keeps_the_head_of_big_messages(tmp_path: Path) -> None:
+    """A 64 KiB READ reply is kept as its first ``snaplen`` bytes; the pcap records the
+    whole length (caplen < len, as tcpdump's snaplen) and the dump says what was cut."""
+    transcript = Transcript(snaplen=64)
+    session = KernelSession()
+    transcript.append("to_target", session.request(c.FUSE_GETATTR, FuseGetattrIn()))
+    big = bytes(FuseOutHeader(unique=2) / Raw(b"x" * 65536))
+    transcript.append("from_target", big)
+    record = transcript.records()[-1]
+    assert record.truncated and len(record.data) == 64 and record.length == len(big)
+    pcap = write_pcap(transcript.records(), tmp_path / "t.pcap")
+    from scapy.utils import RawPcapReader
+    with RawPcapReader(str(pcap)) as reader:
+        lengths = [(meta.caplen, meta.wirelen) for _data, meta in reader]
+    assert lengths[1] == (65, len(big) + 1)
+    assert f"the first 64 of {len(big)} bytes kept" in dump(transcript.records())

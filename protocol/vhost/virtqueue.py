@@ -8,6 +8,7 @@ available ring, and takes back what the device put in the used ring."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from protocol.codec import codec
@@ -93,7 +94,16 @@ class GuestMemory:
         return bytes(self.buffer[at: at + size])
 
 
-@dataclass
+def _parts(readable: list[tuple[int, int]],
+           writable: list[tuple[int, int]]) -> Iterator[tuple[int, int, int]]:
+    """(address, length, flags) of a chain's buffers, device-readable first."""
+    for addr, length in readable:
+        yield addr, length, 0
+    for addr, length in writable:
+        yield addr, length, v.VRING_DESC_F_WRITE
+
+
+@dataclass(slots=True)
 class Chain:
     """A chain offered to the device: its head, every descriptor it took, and the
     device-writable buffers (address, length) its reply goes into."""
@@ -117,7 +127,11 @@ class SplitQueue:
     free: list[int] = field(init=False)
     chains: dict[int, Chain] = field(default_factory=dict, init=False)
     tables: dict[int, tuple[int, int]] = field(default_factory=dict, init=False)  # head: (addr, room)
-    _used_idx_at: int = field(default=0, init=False)
+    _used_idx_at: int = field(default=0, init=False)  # buffer offsets of the used index, ring
+    _used_ring_at: int = field(default=0, init=False)
+    _desc_at: int = field(default=0, init=False)
+    _avail_idx_at: int = field(default=0, init=False)
+    _avail_ring_at: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.num < 1 or self.num > 32768 or self.num & (self.num - 1):
@@ -130,6 +144,10 @@ class SplitQueue:
             self.memory.write(addr, bytes(size))
         self.free = list(range(self.num))
         self._used_idx_at = self.memory.offset(self.used_addr + USED_IDX, U16.size)  # polled often
+        self._used_ring_at = self.memory.offset(self.used_addr + USED_RING, USED_ELEM.size * self.num)
+        self._desc_at = self.memory.offset(self.desc_addr, desc)
+        self._avail_idx_at = self.memory.offset(self.avail_addr + AVAIL_IDX, U16.size)
+        self._avail_ring_at = self.memory.offset(self.avail_addr + AVAIL_RING, U16.size * self.num)
 
     # -- offering ---------------------------------------------------------
     def add(self, readable: list[tuple[int, int]], writable: list[tuple[int, int]], *,
@@ -137,30 +155,34 @@ class SplitQueue:
         """Chain (address, length) buffers, device-readable first, and offer the chain.
         ``indirect``: one descriptor pointing at a table of them (VIRTIO_RING_F_INDIRECT_DESC);
         each head keeps its table for the next chain it heads."""
-        parts = [(a, n, 0) for a, n in readable] + [(a, n, v.VRING_DESC_F_WRITE) for a, n in writable]
-        if not parts:
+        count = len(readable) + len(writable)
+        if not count:
             raise ValueError("a chain has at least one buffer")
-        needed = 1 if indirect else len(parts)
-        if needed > len(self.free):
-            raise BufferError(f"{needed} descriptors asked, {len(self.free)} free")
-        ids = [self.free.pop() for _ in range(needed)]
+        needed = 1 if indirect else count
+        free = self.free
+        if needed > len(free):
+            raise BufferError(f"{needed} descriptors asked, {len(free)} free")
+        ids = [free.pop() for _ in range(needed)]
+        buffer, pack = self.memory.buffer, DESC.pack_into
         if indirect:
-            table = self._table(ids[0], len(parts))
-            self.memory.write(table, b"".join(
-                DESC.pack(a, n, f | (v.VRING_DESC_F_NEXT if i + 1 < len(parts) else 0),
-                           i + 1 if i + 1 < len(parts) else 0)
-                for i, (a, n, f) in enumerate(parts)))
-            parts = [(table, DESC.size * len(parts), v.VRING_DESC_F_INDIRECT)]
-        for i, (addr, length, flags) in enumerate(parts):
-            last = i == len(parts) - 1
-            self._put_desc(ids[i], addr, length, flags | (0 if last else v.VRING_DESC_F_NEXT),
-                           0 if last else ids[i + 1])
-        chain = Chain(ids[0], ids, list(writable))
+            table = self._table(ids[0], count)
+            at = self.memory.offset(table, DESC.size * count)
+            for i, (addr, length, flags) in enumerate(_parts(readable, writable)):
+                more = i + 1 < count
+                pack(buffer, at + DESC.size * i, addr, length, flags | (v.VRING_DESC_F_NEXT if more else 0),
+                     i + 1 if more else 0)
+            pack(buffer, self._desc_at + DESC.size * ids[0], table, DESC.size * count,
+                 v.VRING_DESC_F_INDIRECT, 0)
+        else:
+            for i, (addr, length, flags) in enumerate(_parts(readable, writable)):
+                more = i + 1 < count
+                pack(buffer, self._desc_at + DESC.size * ids[i], addr, length,
+                     flags | (v.VRING_DESC_F_NEXT if more else 0), ids[i + 1] if more else 0)
+        chain = Chain(ids[0], ids, writable)
         self.chains[chain.head] = chain
-        slot = self.avail_addr + AVAIL_RING + U16.size * (self.avail_idx % self.num)
-        self.memory.write(slot, U16.pack(chain.head))
+        U16.pack_into(buffer, self._avail_ring_at + U16.size * (self.avail_idx % self.num), chain.head)
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF  # the ring entry before the index
-        self.memory.write(self.avail_addr + AVAIL_IDX, U16.pack(self.avail_idx))
+        U16.pack_into(buffer, self._avail_idx_at, self.avail_idx)
         return chain
 
     def _table(self, head: int, entries: int) -> int:
@@ -171,9 +193,6 @@ class SplitQueue:
             addr = self.memory.alloc(DESC.size * room, v.VRING_DESC_ALIGN)
             self.tables[head] = addr, room
         return addr
-
-    def _put_desc(self, index: int, addr: int, length: int, flags: int, next_: int) -> None:
-        self.memory.write(self.desc_addr + DESC.size * index, DESC.pack(addr, length, flags, next_))
 
     # -- taking back ------------------------------------------------------
     @property
@@ -188,10 +207,11 @@ class SplitQueue:
         """What the device used since the last call: (the chain, or None for an id that
         heads no offered chain, the id, the length it says it wrote); chains are freed."""
         out: list[tuple[Chain | None, int, int]] = []
-        end = self.used_idx
+        buffer = self.memory.buffer
+        end = U16.unpack_from(buffer, self._used_idx_at)[0]
         while self.last_used != end:
-            at = self.used_addr + USED_RING + USED_ELEM.size * (self.last_used % self.num)
-            ident, length = USED_ELEM.unpack(self.memory.read(at, USED_ELEM.size))
+            at = self._used_ring_at + USED_ELEM.size * (self.last_used % self.num)
+            ident, length = USED_ELEM.unpack_from(buffer, at)
             chain = self.chains.pop(ident, None)
             if chain is not None:
                 self.free.extend(chain.descriptors)

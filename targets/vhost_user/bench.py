@@ -29,7 +29,6 @@ from protocol import constants as c
 from protocol.layers.structs import FuseGetattrIn, FuseOpenIn, FuseReadIn
 from protocol.layers.variable import FuseName
 from targets.bench import _overrun, _pin
-from targets.channel import Transcript
 from targets.connection import KernelConnection
 from targets.errors import TargetError
 from targets.vhost_user.channel import VirtioFsChannel
@@ -120,9 +119,7 @@ class Subject:
 
 def measure(seconds: float, rounds: int) -> dict[str, dict[str, float]]:
     rates: dict[str, dict[str, list[float]]] = {}
-    # bounded transcripts: the default keeps every message (64 KiB a READ reply)
-    with wire_target("virtiofsd:cache=none", transcript=Transcript(maxlen=256)) as device, \
-            wire_target("passthrough_ll", transcript=Transcript(maxlen=256)) as daemon:
+    with wire_target("virtiofsd:cache=none") as device, wire_target("passthrough_ll") as daemon:
         over_device, over_socket = Subject(device), Subject(daemon)
         ways: dict[str, Callable[[str], float]] = {
             "(f) virtio-fs, front-end": lambda what: over_device.frontend(what, seconds),

@@ -32,11 +32,13 @@ REQUEST_QUEUE = 1  # the first request queue (no notification queue negotiated)
 _OPCODE, _OPCODE_AT = codec(FuseInHeader).field("opcode")
 
 
-@dataclass
+@dataclass(slots=True)
 class Slot:
     request: int  # guest address of the request buffer
     reply: int  # guest address of the reply buffer
-    room: int = 0  # bytes of it offered to the device for the request in flight
+    request_at: int  # their offsets in the guest memory's buffer
+    reply_at: int
+    room: int = 0  # bytes of the reply buffer offered to the device for the request in flight
 
 
 class VirtioFsChannel:
@@ -54,8 +56,10 @@ class VirtioFsChannel:
         self.bufsize = bufsize
         self.indirect = indirect and bool(frontend.acked & (1 << v.VIRTIO_RING_F_INDIRECT_DESC))
         self.transcript = transcript if transcript is not None else Transcript()
-        memory = frontend.memory
-        self.free = [Slot(memory.alloc(bufsize, 64), memory.alloc(bufsize, 64)) for _ in range(slots)]
+        self.memory = frontend.memory
+        self.buffer = frontend.memory.buffer
+        self.rings = [q.ring for q in frontend.started]  # by queue index
+        self.free = [self._slot(bufsize) for _ in range(slots)]
         self.busy: dict[tuple[int, int], Slot] = {}  # (queue, chain head) -> its slot
         self.replies: collections.deque[bytes] = collections.deque()
         self.room: Callable[[bytes], int | None] | None = None  # request -> its reply's room
@@ -67,23 +71,22 @@ class VirtioFsChannel:
             raise TargetError(f"the channel to {self.name} is closed")
         if len(data) > self.bufsize:
             raise TargetError(f"a {len(data)}-byte request exceeds the {self.bufsize}-byte slots")
-        self._collect()
+        if not self.free:  # take back what the device used meanwhile
+            self._collect()
         if not self.free:
             raise TargetTimeout(f"{self.name} holds all {len(self.busy)} request slots",
                                 hint="the device stopped using the buffers it was given")
         opcode = _OPCODE.unpack_from(data, _OPCODE_AT)[0] if len(data) >= _OPCODE_AT + 4 else 0
         index = v.VIRTIO_FS_HIPRIO_QUEUE if opcode in HIPRIO else REQUEST_QUEUE
         slot = self.free.pop()
-        memory = self.frontend.memory
-        assert memory is not None
-        memory.write(slot.request, data)
+        self.buffer[slot.request_at: slot.request_at + len(data)] = data
         room = self.room(data) if self.room is not None else None
         if room is None or room > self.bufsize:
             room = self.bufsize
         # FORGET gets no reply; an INTERRUPT may get one (EAGAIN), so it has room for it
         slot.room = 0 if opcode in NO_REPLY_BUFFER else room
         writable = [(slot.reply, slot.room)] if slot.room else []
-        chain = self.frontend.queue(index).add([(slot.request, len(data))], writable, indirect=self.indirect)
+        chain = self.rings[index].add([(slot.request, len(data))], writable, indirect=self.indirect)
         self.busy[(index, chain.head)] = slot
         self.transcript.append("to_target", data)
         self.frontend.kick(index)
@@ -92,15 +95,17 @@ class VirtioFsChannel:
         """The next reply the device wrote, waiting at most ``timeout`` s."""
         if self.closed:
             raise TargetError(f"the channel to {self.name} is closed")
-        deadline = time.monotonic() + timeout
+        deadline = None
         while True:
-            self._collect()
+            if self.busy:
+                self._collect()
             if self.replies:
                 data = self.replies.popleft()
                 self.transcript.append("from_target", data)
                 return data
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.frontend.wait(left):
+            now = time.monotonic()
+            deadline = deadline or now + timeout
+            if now >= deadline or not self.frontend.wait(deadline - now):
                 returncode = self.liveness.wait_exit(0) if self.liveness else None
                 if returncode is not None:
                     tail = self.liveness.stderr_tail() if self.liveness else ""
@@ -108,20 +113,24 @@ class VirtioFsChannel:
                 raise TargetTimeout(f"{self.name} sent nothing within {timeout:g} s")
 
     def _collect(self) -> None:
-        memory = self.frontend.memory
-        assert memory is not None
-        for q in self.frontend.started:
-            for chain, ident, length in q.ring.take_used():
-                slot = self.busy.pop((q.index, ident), None)
+        for index, ring in enumerate(self.rings):
+            if not ring.chains or ring.used_idx == ring.last_used:
+                continue
+            for chain, ident, length in ring.take_used():
+                slot = self.busy.pop((index, ident), None)
                 if chain is None or slot is None:
-                    raise TargetError(f"{self.name} used id {ident} on queue {q.index}, which heads no "
+                    raise TargetError(f"{self.name} used id {ident} on queue {index}, which heads no "
                                       "chain it was given")
                 self.free.append(slot)
                 if chain.writable and length:  # nothing written: no reply (an INTERRUPT's)
                     if length > slot.room:
                         raise TargetError(f"{self.name} says it wrote {length} bytes into a "
                                           f"{slot.room}-byte buffer")
-                    self.replies.append(memory.read(slot.reply, length))
+                    self.replies.append(bytes(self.buffer[slot.reply_at: slot.reply_at + length]))
+
+    def _slot(self, size: int) -> Slot:
+        request, reply = self.memory.alloc(size, 64), self.memory.alloc(size, 64)
+        return Slot(request, reply, self.memory.offset(request, size), self.memory.offset(reply, size))
 
     def close(self) -> None:
         self.closed = True
