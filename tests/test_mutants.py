@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from targets.reference.device_mutants import DEVICE_MUTANTS
 from targets.reference.mutants import MUTANTS
 from tests.helpers import rule_outcomes, run_conformance
 
@@ -29,7 +30,20 @@ def test_mutant_is_caught(name: str, record_property: object) -> None:
     assert not spared, f"mutant {name} did not fail the protocol rules it names: {spared}: {found}"
 
 
+@pytest.mark.parametrize("name", sorted(DEVICE_MUTANTS))
+def test_device_mutant_is_caught(name: str, record_property: object) -> None:
+    """A fault of the reference server's virtio-fs back-end fails every virtio-fs rule it names."""
+    mutant = DEVICE_MUTANTS[name]
+    rules = [f"--rule={rule}" for rule in mutant.caught_by]
+    result = run_conformance(f"ref:vhost-user,mutant={name}", "--reply-timeout=3", *rules)
+    found = rule_outcomes(result.stdout)
+    spared = sorted(rule for rule in mutant.caught_by if "FAILED" not in found.get(rule, set()))
+    record_property("mutant", f"{name}={'survived' if spared else 'killed'}")  # type: ignore[operator]
+    assert not spared, (f"device mutant {name} ({mutant.description}) survived {spared}: {found}\n"
+                        f"{result.stdout[-2000:]}{result.stderr[-1000:]}")
+
+
 def test_enough_mutants_in_every_area() -> None:
-    areas = {m.area for m in MUTANTS.values()}
-    assert len(MUTANTS) >= 15
-    assert {"metadata", "data", "namespace", "xattr", "acl", "protocol", "coherency"} <= areas
+    areas = {m.area for m in MUTANTS.values()} | {m.area for m in DEVICE_MUTANTS.values()}
+    assert len(MUTANTS) >= 15 and len(DEVICE_MUTANTS) >= 5
+    assert {"metadata", "data", "namespace", "xattr", "acl", "protocol", "coherency", "virtiofs"} <= areas

@@ -142,12 +142,14 @@ def test_replies_in_writable_buffers(device: Device, indirect: bool) -> None:
     whole_offer, whole = device.exchange(
         device.session.request(c.FUSE_READ, FuseReadIn(fh=fh, size=4096), nodeid=nodeid), indirect=indirect)
     assert isinstance(whole, Reply) and whole.ok, f"READ answered {whole}"
+    assert_well_formed(whole)  # its header's len is the used length: a short read is short
     _clean(device, whole_offer)
     data = whole.raw[FUSE_OUT_HEADER_SIZE:]
     request = device.session.request(c.FUSE_READ, FuseReadIn(fh=fh, size=4096), nodeid=nodeid)
     offer, split = device.exchange(request, writable=[FUSE_OUT_HEADER_SIZE, 5, 4096 - 5],
                                    split=(FUSE_IN_HEADER_SIZE,), indirect=indirect)
     assert isinstance(split, Reply) and split.ok, f"the split READ answered {split}"
+    assert_well_formed(split)
     assert split.raw[FUSE_OUT_HEADER_SIZE:] == data, "the split READ gave other bytes"
     assert offer.used == len(split.raw), f"used length {offer.used} for a {len(split.raw)}-byte reply"
     _clean(device, offer)

@@ -85,7 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--source {args.source}: holds the mountpoint (the server would serve its own mount)",
               file=sys.stderr)
         return 2
-    options = Options(cache=args.cache, writeback=args.writeback, acl=args.acl, mutant=args.mutant,
+    from targets.reference.device_mutants import DEVICE_MUTANTS
+
+    device_mutant = DEVICE_MUTANTS.get(args.mutant or "")
+    if device_mutant is not None and args.vhost_user is None:
+        print(f"--mutant {args.mutant}: a fault of the virtio-fs device, for --vhost-user only",
+              file=sys.stderr)
+        return 2
+    server_mutant = None if device_mutant is not None else args.mutant
+    options = Options(cache=args.cache, writeback=args.writeback, acl=args.acl, mutant=server_mutant,
                       audit=str(args.audit) if args.audit else None,
                       source=str(args.source) if args.source else None)
     fs: Filesystem | HostFilesystem
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.vhost_user is not None:
         from targets.reference.vhost import serve_vhost_user
 
-        return serve_vhost_user(server, args.vhost_user)
+        return serve_vhost_user(server, args.vhost_user, device_mutant)
     from targets.reference.mount import serve_mounted
 
     return serve_mounted(server, args.mountpoint, args.record)

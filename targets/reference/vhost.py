@@ -1,7 +1,8 @@
 """The reference server as a vhost-user virtio-fs back-end (``ref:vhost-user``): it listens
 on a socket, serves one front-end through ``targets.vhost_user.backend`` and ends when the
 front-end hangs up. A reply longer than the device-writable buffers becomes an error reply
-that fits (EOVERFLOW), never a write past them."""
+that fits (EOVERFLOW), never a write past them. ``mutant=NAME`` names a FUSE mutant of the
+server or a device mutant of the back-end (``targets.reference.device_mutants``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from protocol.codec import codec
 from protocol.layers.header import FUSE_OUT_HEADER_SIZE, FuseInHeader, FuseOutHeader
+from targets.reference.device_mutants import DeviceMutant
 from targets.reference.server import ReferenceServer
 from targets.vhost_user.backend import VhostUserBackend
 
@@ -32,12 +34,15 @@ def fit(request: bytes, reply: bytes | None, room: int) -> bytes | None:
     return _OUT.struct.pack(FUSE_OUT_HEADER_SIZE, -errno.EOVERFLOW, unique)
 
 
-def serve_vhost_user(server: ReferenceServer, path: Path) -> int:
-    """Listen on ``path``, serve one front-end, remove the socket."""
+def serve_vhost_user(server: ReferenceServer, path: Path, mutant: DeviceMutant | None = None) -> int:
+    """Listen on ``path``, serve one front-end, remove the socket; ``mutant``: with that
+    device fault."""
+    fits = mutant is None or mutant.fits
 
     def answer(request: bytes, room: int, done: Callable[[bytes | None], None]) -> None:
         def reply() -> None:
-            done(fit(request, server.handle(request), room))
+            answered = server.handle(request)
+            done(fit(request, answered, room) if fits else answered)
 
         if server.takes_long(request):
             threading.Thread(target=reply, daemon=True).start()
@@ -48,7 +53,8 @@ def serve_vhost_user(server: ReferenceServer, path: Path) -> int:
     try:
         listener.bind(str(path))
         listener.listen(1)
-        VhostUserBackend(answer, request_queues=2).serve(listener)
+        backend = mutant.backend if mutant is not None else VhostUserBackend
+        backend(answer, request_queues=2).serve(listener)
     finally:
         listener.close()
         if path.is_socket():

@@ -288,13 +288,15 @@ class VhostUserBackend:
         if ring is None:
             return  # the queue was stopped meanwhile
         with q.lock:
-            written = 0
-            if reply:
-                written = ring.scatter(writable, reply)
+            written = self.write_reply(ring, writable, reply)
             ring.push(head, written)
             if q.call >= 0:
                 with contextlib.suppress(OSError):
                     os.eventfd_write(q.call, 1)
+
+    def write_reply(self, ring: DeviceQueue, writable: list[tuple[int, int]], reply: bytes | None) -> int:
+        """Put ``reply`` into a chain's writable buffers; the used length to report."""
+        return ring.scatter(writable, reply) if reply else 0
 
     def _stop(self, q: QueueState) -> None:
         if q.thread is not None:
