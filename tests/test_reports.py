@@ -70,3 +70,34 @@ def test_transcript_keeps_the_head_of_big_messages(tmp_path: Path) -> None:
         lengths = [(meta.caplen, meta.wirelen) for _data, meta in reader]
     assert lengths[1] == (65, len(big) + 1)
     assert f"the first 64 of {len(big)} bytes kept" in dump(transcript.records())
+
+
+def test_coherency_specs_keep_other_options() -> None:
+    from reports.coherency import family_of, spec_for
+    from targets.spec import parse_spec
+
+    kept = spec_for("ref", "none", True, {"mutant": "x", "cache": "auto"})
+    assert kept == "ref:cache=none,writeback,mutant=x"
+    assert spec_for("ref:vhost-user", "always", False) == "ref:vhost-user,cache=always"
+    assert family_of(parse_spec("ref:vhost-user,cache=none")) == "ref:vhost-user"
+    assert family_of(parse_spec("virtiofsd:writeback")) == "virtiofsd"
+    assert family_of(parse_spec("passthrough_ll")) is None
+
+
+def test_coherency_matrix_command(tmp_path: Path) -> None:
+    """``python -m reports coherency --target ref``: six modes, each kept, as Markdown and JSON."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    result = subprocess.run([sys.executable, "-m", "reports", "coherency", "--target", "ref",
+                             "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = json.loads((tmp_path / "coherency.json").read_text())
+    assert list(table) == ["cache=none", "cache=auto", "cache=always", "cache=none + writeback",
+                           "cache=auto + writeback", "cache=always + writeback"]
+    assert all(row["ref"]["verdict"] == "kept" for row in table.values()), table
+    assert "open KEEP_CACHE" in table["cache=always"]["ref"]["promise"]
+    assert "| cache=none |" in (tmp_path / "coherency.md").read_text()

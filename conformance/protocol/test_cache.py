@@ -7,22 +7,15 @@ replies must say what the mode says.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
+import allure
 import pytest
 
-from conformance.checks import errno_name
+from conformance.protocol.cache_contract import SEED, contract_problems, promised
 from conformance.rules import rule
-from conformance.walk import some_entry
 from protocol import constants as c
-from protocol.layers.structs import FuseGetattrIn, FuseOpenIn, FuseReleaseIn
-from protocol.layers.variable import FuseName
+from reports import coherency
 from targets.connection import KernelConnection
 from targets.spec import TargetSpec
-
-SEED = "Documentation/filesystems/virtiofs.rst and fuse.rst: cache=none|auto|always"
-
 
 #: The cache mode a target runs without a cache option, where it is known
 DEFAULT_CACHE = {"ref": "auto", "virtiofsd": "auto"}  # virtiofsd --help: cache=auto is the default
@@ -34,48 +27,16 @@ def declared_cache(spec: TargetSpec) -> str | None:
     return str(mode) if mode else DEFAULT_CACHE.get(spec.name)
 
 
-@dataclass(frozen=True)
-class Promise:
-    """What a target's replies let the kernel cache: seconds of a LOOKUP's entry and attributes,
-    of a GETATTR's attributes, and the open_flags of an OPEN (None: no regular file listed)."""
-
-    entry: float
-    attr: float
-    getattr: float
-    open_flags: int | None
-
-
-def promised(ready: KernelConnection) -> Promise:
-    """LOOKUP a listed entry, GETATTR it, and OPEN it if it is a regular file."""
-    entry = some_entry(ready)
-    assert entry is not None, "the root lists nothing to look up"
-    lookup = ready.call(c.FUSE_LOOKUP, FuseName(name=entry.name))
-    assert lookup.ok and lookup.body is not None, f"LOOKUP answered {errno_name(lookup.error)}"
-    body, nodeid = lookup.body, int(lookup.body.nodeid)
-    attr = ready.call(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=nodeid)
-    assert attr.ok and attr.body is not None, f"GETATTR answered {errno_name(attr.error)}"
-    flags = None
-    if entry.type == 8:  # a regular file
-        opened = ready.call(c.FUSE_OPEN, FuseOpenIn(flags=os.O_RDONLY), nodeid=nodeid)
-        assert opened.ok and opened.body is not None, f"OPEN answered {errno_name(opened.error)}"
-        ready.call(c.FUSE_RELEASE, FuseReleaseIn(fh=int(opened.body.fh)), nodeid=nodeid)
-        flags = int(opened.body.open_flags)
-    return Promise(entry=body.entry_valid + body.entry_valid_nsec / 1e9,
-                   attr=body.attr_valid + body.attr_valid_nsec / 1e9,
-                   getattr=attr.body.attr_valid + attr.body.attr_valid_nsec / 1e9, open_flags=flags)
-
-
 @rule("FUSE-CACHE-001",
       "With cache=none, entry and attr replies grant no cache time and OPEN asks for direct I/O",
       source=f"{SEED}: cache=none caches nothing", area="coherency", feature="CACHE")
 def test_cache_none_contract(ready: KernelConnection, target_spec: TargetSpec) -> None:
     if declared_cache(target_spec) != "none":
         pytest.skip("not applicable: the target declares no cache=none mode")
-    got = promised(ready)
-    assert (got.entry, got.attr) == (0, 0), f"LOOKUP grants entry {got.entry:g} s, attr {got.attr:g} s"
-    assert got.getattr == 0, f"GETATTR grants {got.getattr:g} s"
-    if got.open_flags is not None:
-        assert got.open_flags & c.FOPEN_DIRECT_IO, "OPEN without FOPEN_DIRECT_IO"
+    problems = contract_problems("none", promised(ready))
+    assert not problems, "; ".join(problems)
+
+
 @rule("FUSE-CACHE-002", "FUSE_WRITEBACK_CACHE is negotiated exactly when the target declares "
       "writeback", source=f"{SEED}: writeback", area="coherency", feature="CACHE")
 def test_writeback_negotiated(ready: KernelConnection, target_spec: TargetSpec) -> None:
@@ -96,13 +57,8 @@ def test_writeback_negotiated(ready: KernelConnection, target_spec: TargetSpec) 
 def test_cache_auto_contract(ready: KernelConnection, target_spec: TargetSpec) -> None:
     if declared_cache(target_spec) != "auto":
         pytest.skip("not applicable: the target declares no cache=auto mode")
-    got = promised(ready)
-    for what, granted in (("LOOKUP entry", got.entry), ("LOOKUP attr", got.attr), ("GETATTR", got.getattr)):
-        assert 0 < granted <= 2, f"{what} grants {granted:g} s, not about a second"
-    if got.open_flags is not None:
-        assert not got.open_flags & (c.FOPEN_DIRECT_IO | c.FOPEN_KEEP_CACHE), (
-            f"OPEN answers open_flags {got.open_flags:#x}: cache=auto neither bypasses nor keeps "
-            "the cache")
+    problems = contract_problems("auto", promised(ready))
+    assert not problems, "; ".join(problems)
 
 
 @rule("FUSE-CACHE-004",
@@ -112,9 +68,22 @@ def test_cache_auto_contract(ready: KernelConnection, target_spec: TargetSpec) -
 def test_cache_always_contract(ready: KernelConnection, target_spec: TargetSpec) -> None:
     if declared_cache(target_spec) != "always":
         pytest.skip("not applicable: the target declares no cache=always mode")
-    got = promised(ready)
-    for what, granted in (("LOOKUP entry", got.entry), ("LOOKUP attr", got.attr), ("GETATTR", got.getattr)):
-        assert granted > 60, f"{what} grants {granted:g} s: cache=always caches long"
-    if got.open_flags is not None:
-        assert got.open_flags & c.FOPEN_KEEP_CACHE and not got.open_flags & c.FOPEN_DIRECT_IO, (
-            f"OPEN answers open_flags {got.open_flags:#x}: cache=always keeps the page cache")
+    problems = contract_problems("always", promised(ready))
+    assert not problems, "; ".join(problems)
+
+
+@rule("FUSE-CACHE-005",
+      "In every cache mode its family runs in (cache=none, auto, always; writeback off and on) the "
+      "target's replies keep that mode's contract (the coherency matrix, contract level)",
+      source=f"{SEED}; DESIGN.md Coherency", area="coherency", feature="CACHE")
+def test_contract_in_every_mode(target_spec: TargetSpec) -> None:
+    family = coherency.family_of(target_spec)
+    if family is None:
+        pytest.skip(f"not applicable: {target_spec.text} is not run in chosen cache modes "
+                    f"(families that are: {', '.join(coherency.FAMILIES)})")
+    table = coherency.matrix([family], keep=dict(target_spec.options))
+    allure.attach(coherency.html(table), name="coherency matrix (contract)",
+                  attachment_type=allure.attachment_type.HTML)
+    wrong = [f"{row}: {cell.error or '; '.join(cell.problems)}" for row, cells in table.items()
+             for cell in cells.values() if cell.verdict != "kept"]
+    assert not wrong, "\n".join(wrong)
