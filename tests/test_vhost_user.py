@@ -145,3 +145,32 @@ def test_setup_reads_queue_count_and_config() -> None:
         assert frontend is not None and frontend.config is not None
         assert frontend.queue_count is not None and frontend.queue_count >= frontend.queues
         assert bytes(frontend.config.tag).rstrip(b"\0") and int(frontend.config.num_request_queues) >= 1
+
+
+def test_a_back_end_the_user_started(tmp_path: Path) -> None:
+    """``--target vhost-user:SOCKET``: the reference back-end started by hand with
+    ``--connections 0`` serves every rule's connection in turn; the virtio-fs rules pass."""
+    import sys
+    import time
+
+    from targets.process import Daemon
+    from tests.helpers import ROOT, rule_outcomes, run_conformance
+
+    sock = tmp_path / "vfs.sock"
+    daemon = Daemon([sys.executable, "-m", "targets.reference", "--vhost-user", str(sock),
+                     "--connections", "0"], name="ref back-end", cwd=str(ROOT),
+                    env={**os.environ, "PYTHONPATH": str(ROOT)}).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.is_socket() and time.monotonic() < deadline and daemon.alive():
+            time.sleep(0.05)
+        assert sock.is_socket(), f"the back-end did not listen: {daemon.stderr_tail(500)}"
+        result = run_conformance(f"vhost-user:{sock}", "-k", "virtiofs")
+        found = rule_outcomes(result.stdout)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+        assert {r for r, o in found.items() if "PASSED" in o} >= {
+            "VHOST-USER-001", "VHOST-USER-006", "VIRTIOFS-INIT-001", "VIRTIOFS-QUEUE-001",
+            "VIRTIOFS-PARALLEL-001"}, found
+        assert daemon.alive(), "the back-end ended, though it serves until killed"
+    finally:
+        daemon.stop()

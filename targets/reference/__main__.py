@@ -28,7 +28,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("mountpoint", nargs="?", type=Path, help="directory to mount on")
     where.add_argument("--fd", type=int, help="serve over this inherited SEQPACKET socket")
     where.add_argument("--vhost-user", type=Path, metavar="SOCKET",
-                       help="be a vhost-user virtio-fs back-end listening on SOCKET (one front-end)")
+                       help="be a vhost-user virtio-fs back-end listening on SOCKET")
+    parser.add_argument("--connections", type=int, default=1, metavar="N",
+                        help="with --vhost-user: front-ends to serve one after another (0: until "
+                             "killed; default 1)")
     parser.add_argument("--cache", choices=sorted(CACHE_TIMEOUTS), default="auto")
     parser.add_argument("--writeback", action="store_true", help="negotiate FUSE_WRITEBACK_CACHE")
     parser.add_argument("--acl", action=argparse.BooleanOptionalAction, default=True,
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.vhost_user is not None:
         from targets.reference.vhost import serve_vhost_user
 
-        return serve_vhost_user(server, args.vhost_user, device_mutant)
+        return serve_vhost_user(server, args.vhost_user, device_mutant, args.connections)
     from targets.reference.mount import serve_mounted
 
     return serve_mounted(server, args.mountpoint, args.record)

@@ -17,7 +17,7 @@ from protocol.codec import codec
 from protocol.layers.header import FUSE_OUT_HEADER_SIZE, FuseInHeader, FuseOutHeader
 from targets.reference.device_mutants import DeviceMutant
 from targets.reference.server import ReferenceServer
-from targets.vhost_user.backend import VhostUserBackend
+from targets.vhost_user.backend import Answer, VhostUserBackend
 
 _UNIQUE, _UNIQUE_AT = codec(FuseInHeader).field("unique")
 _OUT = codec(FuseOutHeader)
@@ -34,11 +34,30 @@ def fit(request: bytes, reply: bytes | None, room: int) -> bytes | None:
     return _OUT.struct.pack(FUSE_OUT_HEADER_SIZE, -errno.EOVERFLOW, unique)
 
 
-def serve_vhost_user(server: ReferenceServer, path: Path, mutant: DeviceMutant | None = None) -> int:
-    """Listen on ``path``, serve one front-end, remove the socket; ``mutant``: with that
-    device fault."""
+def serve_vhost_user(server: ReferenceServer, path: Path, mutant: DeviceMutant | None = None,
+                     connections: int = 1) -> int:
+    """Listen on ``path``, serve ``connections`` front-ends one after another (0: until killed),
+    remove the socket; ``mutant``: with that device fault. Each front-end is a new guest: a
+    new FUSE session (it starts with INIT) on the same filesystem."""
     fits = mutant is None or mutant.fits
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        listener.bind(str(path))
+        listener.listen(1)
+        served = 0
+        while not connections or served < connections:
+            session = server if served == 0 else ReferenceServer(server.fs, server.options)
+            backend = mutant.backend if mutant is not None else VhostUserBackend
+            backend(_answerer(session, fits), request_queues=2).serve(listener)
+            served += 1
+    finally:
+        listener.close()
+        if path.is_socket():
+            os.unlink(path)
+    return 0
 
+
+def _answerer(server: ReferenceServer, fits: bool) -> Answer:
     def answer(request: bytes, room: int, done: Callable[[bytes | None], None]) -> None:
         def reply() -> None:
             answered = server.handle(request)
@@ -49,14 +68,4 @@ def serve_vhost_user(server: ReferenceServer, path: Path, mutant: DeviceMutant |
         else:
             reply()
 
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        listener.bind(str(path))
-        listener.listen(1)
-        backend = mutant.backend if mutant is not None else VhostUserBackend
-        backend(answer, request_queues=2).serve(listener)
-    finally:
-        listener.close()
-        if path.is_socket():
-            os.unlink(path)
-    return 0
+    return answer
