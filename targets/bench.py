@@ -247,6 +247,23 @@ def _pin(enabled: bool) -> set[int] | None:
     return old
 
 
+@contextlib.contextmanager
+def bench_conditions(*, pin: bool, budget: int, who: str) -> Iterator[None]:
+    """A bench's run: pinned to one CPU (``who`` inherits it; said once) unless ``pin`` is
+    false, and ended by an alarm after ``budget`` s, both undone however it ends."""
+    old_cpus = _pin(pin)
+    signal.signal(signal.SIGALRM, _overrun)
+    signal.alarm(budget)
+    try:
+        if old_cpus is not None:
+            print(f"pinned to CPU {max(old_cpus)}: {who}")
+        yield
+    finally:
+        signal.alarm(0)
+        if old_cpus is not None:
+            os.sched_setaffinity(0, old_cpus)
+
+
 def measure(target: str, seconds: float, rounds: int) -> dict[str, float]:
     """Median req/s of each way over ``rounds`` interleaved rounds; prints as it goes."""
     with tempfile.TemporaryDirectory(prefix="fusecheck-bench-") as tmp, ExecTarget(target) as t:
@@ -457,24 +474,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("socket", "mount"), help="run one of the two benches")
     args = parser.parse_args(argv)
 
-    old_cpus = _pin(not args.no_pin)
     budget = int(args.rounds * args.seconds * 5 + 120)  # five ways, plus builds, mounts, start-up
-    signal.signal(signal.SIGALRM, _overrun)
-    signal.alarm(budget)
     try:
-        if old_cpus is not None:
-            print(f"pinned to CPU {max(old_cpus)}: this process, the daemons and the C client")
-        if args.only != "mount":
-            socket_bench(args.target, args.seconds, args.rounds)
-        if args.only != "socket":
-            mount_bench(args.seconds, args.rounds)
+        with bench_conditions(pin=not args.no_pin, budget=budget,
+                              who="this process, the daemons and the C client"):
+            if args.only != "mount":
+                socket_bench(args.target, args.seconds, args.rounds)
+            if args.only != "socket":
+                mount_bench(args.seconds, args.rounds)
     except (TargetError, RuntimeError, OSError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
-    finally:
-        signal.alarm(0)
-        if old_cpus is not None:
-            os.sched_setaffinity(0, old_cpus)
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from protocol import constants as c
 from protocol.layers.structs import FuseGetattrIn, FuseOpenIn, FuseReadIn
 from protocol.layers.variable import FuseName
-from targets.bench import _overrun, _pin
+from targets.bench import bench_conditions
 from targets.connection import KernelConnection
 from targets.errors import TargetError
 from targets.vhost_user.channel import VirtioFsChannel
@@ -154,20 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--no-pin", action="store_true", help="do not run everything on one CPU")
     args = parser.parse_args(argv)
-    old_cpus = _pin(not args.no_pin)
-    signal.signal(signal.SIGALRM, _overrun)
-    signal.alarm(int(args.rounds * args.seconds * 6 + 60))
     try:
-        if old_cpus is not None:
-            print(f"pinned to CPU {max(old_cpus)}: this process and the daemons")
-        medians = measure(args.seconds, args.rounds)
+        with bench_conditions(pin=not args.no_pin, budget=int(args.rounds * args.seconds * 6 + 60),
+                              who="this process and the daemons"):
+            medians = measure(args.seconds, args.rounds)
     except (TargetError, RuntimeError, OSError, AssertionError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
-    finally:
-        signal.alarm(0)
-        if old_cpus is not None:
-            os.sched_setaffinity(0, old_cpus)
     worst = min(m["(f)"] / m["(k)"] for m in medians.values())
     print(f"goal: the front-end >= {GOAL} x kick+reap for both: {'met' if worst >= GOAL else 'not met'} "
           f"(worst {worst:.2f})")
