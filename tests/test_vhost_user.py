@@ -95,9 +95,11 @@ def test_indirect_descriptors(virtiofsd: VhostUserTarget) -> None:
         assert conn.call(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=c.FUSE_ROOT_ID).ok
 
 
-def test_teardown_leaves_nothing(tmp_path: Path) -> None:
-    require(os.access(VIRTIOFSD, os.X_OK), f"machine lacks virtiofsd ({VIRTIOFSD})")
-    target = VhostUserTarget("virtiofsd:cache=none", scratch_root=tmp_path).open()
+@pytest.mark.parametrize("spec", ["virtiofsd:cache=none", "virtiofsd:fd", "ref:vhost-user"])
+def test_teardown_leaves_nothing(tmp_path: Path, spec: str) -> None:
+    if spec.startswith("virtiofsd"):
+        require(os.access(VIRTIOFSD, os.X_OK), f"machine lacks virtiofsd ({VIRTIOFSD})")
+    target = VhostUserTarget(spec, scratch_root=tmp_path).open()
     assert target.daemon is not None and target.daemon.proc is not None
     pid = target.daemon.proc.pid
     scratch, socket_path = target.scratch, target.socket_path
@@ -105,7 +107,7 @@ def test_teardown_leaves_nothing(tmp_path: Path) -> None:
     conn = KernelConnection(target.channel, timeout=5.0)
     assert conn.init().ok
     target.close()
-    assert target.exited_cleanly, f"virtiofsd exited with {target.exit_status} when we hung up"
+    assert target.exited_cleanly, f"{spec} exited with {target.exit_status} when we hung up"
     assert not scratch.exists(), "the scratch dir (backing tree and socket) is left behind"
     assert not socket_path.exists(), "the vhost-user socket is left behind"
     with pytest.raises(ProcessLookupError):
