@@ -30,7 +30,7 @@ from protocol.layers.variable import FuseName
 from targets.bench import bench_conditions
 from targets.connection import KernelConnection
 from targets.errors import TargetError
-from targets.vhost_user.channel import VirtioFsChannel
+from targets.vhost_user.channel import VirtioFsChannel, layout
 from targets.wire import WireTarget, wire_target
 
 GOAL = 0.8
@@ -104,7 +104,7 @@ class Subject:
         assert memory is not None
         memory.write(slot.request, data)
         ring = frontend.queue(1)
-        readable, writable = [(slot.request, len(data))], [(slot.reply, room)]
+        readable, writable = layout(slot.request, len(data), slot.reply, room)  # as the channel does
         done, start = 0, time.perf_counter()
         while (elapsed := time.perf_counter() - start) < seconds:
             for _ in range(BATCH):
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m targets.vhost_user.bench",
                                      description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="per way and round (default 1)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--no-pin", action="store_true", help="do not run everything on one CPU")
     args = parser.parse_args(argv)
     try:
