@@ -28,8 +28,8 @@ from typing import Any
 from scapy.packet import NoPayload, Packet, Raw
 
 from protocol import constants as c
+from protocol import cuse, validate
 from protocol import state as st
-from protocol import validate
 from protocol.codec import codec
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.events import Notify, Reply
@@ -44,6 +44,8 @@ from protocol.layers.header import (
 )
 from protocol.layers.messages import NO_REPLY, NOTIFY_LAYERS, REQUEST_LAYERS, Layers
 from protocol.layers.structs import (
+    CuseInitIn,
+    CuseInitOut,
     FuseAttrOut,
     FuseEntryOut,
     FuseGetxattrIn,
@@ -146,6 +148,7 @@ class KernelSession(NegotiatedSizes):
     _offered_major: int = c.FUSE_KERNEL_VERSION
     _last_built: int = 0
     fast: bool = True  # the codec path; False builds and dissects every message with scapy
+    cuse_flags: int = 0  # what CUSE_INIT offered (cuse_init), when this is a CUSE session
 
     # -- requests ---------------------------------------------------------
     @property
@@ -298,6 +301,19 @@ class KernelSession(NegotiatedSizes):
             _ROOM[(opcode, minor)] = FUSE_OUT_HEADER_SIZE + most
         return FUSE_OUT_HEADER_SIZE + most
 
+    def cuse_init(self, *, major: int = c.FUSE_KERNEL_VERSION, minor: int | None = None,
+                  flags: int = c.CUSE_UNRESTRICTED_IOCTL) -> bytes:
+        """The CUSE_INIT request as the kernel's cuse_send_init makes it: its version and the
+        CUSE flags it offers (``cuse_flags`` keeps the offer; the reply is judged by it)."""
+        if minor is not None:
+            self.minor = minor
+        self.cuse_flags = flags
+        data = self.request(c.CUSE_INIT, CuseInitIn(major=major, minor=self.minor, flags=flags), nodeid=0)
+        self._init_unique = self._last_unique
+        self._offered_major = major
+        self._advance(st.SEND_INIT)
+        return data
+
     # -- replies ----------------------------------------------------------
     def receive(self, data: bytes) -> Reply | Notify:
         """Decode one message from the daemon: a reply or a notification."""
@@ -332,7 +348,7 @@ class KernelSession(NegotiatedSizes):
             findings += validate.check_interrupt_reply(error, len(body))
         packet: Packet = header
         if not error:
-            minor = self.minor if opcode == c.FUSE_INIT else self.proto_minor
+            minor = self.minor if opcode in (c.FUSE_INIT, c.CUSE_INIT) else self.proto_minor
             layers = reply_layers_at(opcode, minor, pending.packet)
             size_findings = list(
                 validate.check_body_size(opcode, layers, len(body), pending.packet, minor))
@@ -353,6 +369,8 @@ class KernelSession(NegotiatedSizes):
                       findings=tuple(f if f.unique else _with_unique(f, header.unique) for f in findings))
         if opcode == c.FUSE_INIT:
             reply = self._negotiate(reply)
+        elif opcode == c.CUSE_INIT:
+            reply = self._negotiate_cuse(reply)
         elif opcode == c.FUSE_DESTROY:
             self._advance(st.DESTROY_DONE)
         return reply
@@ -423,6 +441,29 @@ class KernelSession(NegotiatedSizes):
         self.negotiated = Negotiated(major=major, minor=min(self.minor, server_minor),
                                      server_minor=server_minor,
                                      flags=raw_flags & self._offered_flags(), reply=body)
+        self._advance(st.INIT_ACCEPTED)
+        return _replace_findings(reply, findings)
+
+    def _negotiate_cuse(self, reply: Reply) -> Reply:
+        """Apply a CUSE_INIT reply as cuse_process_init_reply does: accepted when it is a
+        success the kernel would make a device of; each reason it would not is a finding."""
+        body = reply.body
+        if reply.error or body is None or not hasattr(body, "dev_major"):
+            self._advance(st.INIT_REFUSED)
+            return reply
+        info = reply.raw[FUSE_OUT_HEADER_SIZE + fixed_size(CuseInitOut):]
+        problems = cuse.init_reply_problems(self.cuse_flags, body, info)
+        findings = [*reply.findings, *(Finding(code="cuse.init", source=cuse.KERNEL, unique=reply.unique,
+                                               message=p) for p in problems)]
+        refused = int(body.major) != c.FUSE_KERNEL_VERSION or int(body.minor) < cuse.MIN_MINOR or \
+            not cuse.parse_devinfo(info).devname
+        if refused:
+            self._advance(st.INIT_REFUSED)
+            return _replace_findings(reply, findings)
+        server_minor = int(body.minor)
+        self.negotiated = Negotiated(major=int(body.major), minor=min(self.minor, server_minor),
+                                     server_minor=server_minor, flags=int(body.flags) & self.cuse_flags,
+                                     reply=body)
         self._advance(st.INIT_ACCEPTED)
         return _replace_findings(reply, findings)
 

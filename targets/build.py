@@ -19,7 +19,7 @@ from targets.errors import TargetNotInstalled
 REPO = Path(__file__).resolve().parent.parent
 BUILD_DIR = Path(os.environ.get("FUSECHECK_BUILD_DIR", REPO / ".build"))
 EXAMPLES_DIR = Path("/usr/share/doc/libfuse3-dev/examples")
-EXAMPLES = ("hello_ll", "passthrough_ll")
+EXAMPLES = ("hello_ll", "passthrough_ll", "cuse")
 TOOLCHAIN_HINT = "apt-get install gcc pkg-config libfuse3-dev"
 #: Bump when the generated tree changes, so images are rebuilt.
 TREE_VERSION = 1

@@ -21,9 +21,10 @@ RESERVED: dict[str, str | None] = {
     "vhost-user": "SOCKET",
     "virtiofsd": None,
     "cuse": "CMD",
+    "cuse-example": None,
 }
 #: The reserved kinds this version opens
-SUPPORTED_RESERVED = ("virtiofsd", "vhost-user")
+SUPPORTED_RESERVED = ("virtiofsd", "vhost-user", "cuse", "cuse-example")
 REF_VHOST_USER = "vhost-user"  # the ref option that makes it a vhost-user back-end
 
 
@@ -42,6 +43,11 @@ def is_vhost_user(spec: TargetSpec) -> bool:
     """``spec`` names a virtio-fs device behind a vhost-user socket."""
     return spec.kind in ("virtiofsd", "vhost-user") or (
         spec.kind == "daemon" and spec.name == "ref" and bool(spec.options.get(REF_VHOST_USER)))
+
+
+def is_cuse(spec: TargetSpec) -> bool:
+    """``spec`` names a CUSE server (a character device), not a filesystem."""
+    return spec.kind in ("cuse", "cuse-example")
 
 
 def known_forms() -> str:
@@ -131,7 +137,7 @@ def _all_names() -> list[str]:
 def supported() -> str:
     """The spec forms this version takes, for messages."""
     return (f"exec:COMMAND, mount:PATH, {', '.join(_all_names())}, virtiofsd[:opts], ref:vhost-user, "
-            "vhost-user:SOCKET")
+            "vhost-user:SOCKET, cuse:COMMAND, cuse-example")
 
 
 def _parse_mount(rest: str, text: str) -> TargetSpec:

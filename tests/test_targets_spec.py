@@ -6,7 +6,7 @@ import pytest
 
 from targets.daemons import REGISTRY
 from targets.errors import TargetSpecError
-from targets.spec import TargetSpec, parse_spec
+from targets.spec import TargetSpec, is_cuse, parse_spec
 
 
 def test_exec_spec_splits_like_a_shell() -> None:
@@ -66,15 +66,14 @@ def test_malformed_specs(text: str, message: str, hint: str) -> None:
     ("text", "kind", "command", "options"),
     [
         ("cuse:cuse -f --name=fc", "cuse", ("cuse", "-f", "--name=fc"), {}),
+        ("cuse-example", "cuse-example", (), {}),
+        ("cuse-example:name=dev0", "cuse-example", (), {"name": "dev0"}),
     ],
 )
-def test_reserved_kinds_parse_but_are_not_supported_yet(
-    text: str, kind: str, command: tuple[str, ...], options: dict[str, object]
-) -> None:
-    with pytest.raises(TargetSpecError, match="not yet supported by this version"):
-        parse_spec(text)
-    spec = parse_spec(text, allow_reserved=True)
+def test_cuse_kinds_parse(text: str, kind: str, command: tuple[str, ...], options: dict[str, object]) -> None:
+    spec = parse_spec(text)
     assert (spec.kind, spec.command, spec.options) == (kind, command, options)
+    assert is_cuse(spec)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""CUSE servers, driven in the kernel's role through a stand-in /dev/cuse."""
