@@ -19,7 +19,7 @@ from targets.capabilities import serves_wire
 from targets.connection import KernelConnection
 from targets.errors import TargetError
 from targets.mounts import open_mount_target
-from targets.spec import TargetSpec, parse_spec
+from targets.spec import TargetSpec, is_cuse, parse_spec
 from targets.wire import WireTarget, wire_target
 
 DEVIATION = pytest.StashKey[Deviation]()
@@ -37,6 +37,9 @@ def pytest_configure(config: pytest.Config) -> None:
     timeout = config.getoption("--reply-timeout")
     try:
         spec = parse_spec(text)
+        if is_cuse(spec):
+            _check_cuse(spec, timeout)
+            return
         if not serves_wire(spec):
             _check_mount(config, spec)
             return
@@ -52,6 +55,16 @@ def pytest_configure(config: pytest.Config) -> None:
         problems = "; ".join(str(f) for f in reply.findings) or f"error {reply.error}"
         raise pytest.UsageError(f"fusecheck: --target {text!r} refused FUSE_INIT ({problems}); "
                                 "hint: run the daemon by hand with -d to read why")
+
+
+def _check_cuse(spec: TargetSpec, timeout: float) -> None:
+    """A CUSE server: it must start behind the stand-in /dev/cuse and answer CUSE_INIT."""
+    from targets.cuse.target import CuseTarget
+
+    with CuseTarget(spec) as target:
+        conn = KernelConnection(target.channel, timeout=timeout)
+        data = conn.session.cuse_init()
+        conn.wait(conn.session.last_unique, data)
 
 
 def _check_mount(config: pytest.Config, spec: TargetSpec) -> None:
