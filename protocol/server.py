@@ -31,7 +31,14 @@ from protocol.findings import Finding
 from protocol.layers.base import fixed_size
 from protocol.layers.header import FUSE_IN_HEADER_SIZE, FUSE_OUT_HEADER_SIZE, FuseInHeader, FuseOutHeader
 from protocol.layers.messages import NO_REPLY, REPLY_LAYERS, REQUEST_LAYERS, Layers
-from protocol.layers.structs import FuseGetxattrIn, FuseInitIn, FuseInitOut, FuseWriteIn
+from protocol.layers.structs import (
+    CuseInitIn,
+    CuseInitOut,
+    FuseGetxattrIn,
+    FuseInitIn,
+    FuseInitOut,
+    FuseWriteIn,
+)
 from protocol.layers.variable import FuseName
 from protocol.session import Negotiated, NegotiatedSizes
 from protocol.sizes import init_out_class, reply_layers_at, request_layers_at
@@ -173,6 +180,23 @@ class DaemonSession(NegotiatedSizes):
         self._advance(st.INIT_ACCEPTED)
         return self._encode(request.unique, 0, bytes(body)[:size])
 
+    def accept_cuse_init(self, request: Request, devinfo: bytes, *, flags: int = 0, max_read: int = 0,
+                         max_write: int = 0, dev_major: int = 0, dev_minor: int = 0) -> bytes:
+        """Answer CUSE_INIT as a CUSE server: our version, the CUSE flags both want, the device
+        info block (``DEVNAME=...`` strings, each NUL-ended) after cuse_init_out."""
+        offer = request.packet[CuseInitIn] if CuseInitIn in request.packet else None
+        if offer is None or int(offer.major) != c.FUSE_KERNEL_VERSION:
+            return self.error(request, 71)  # EPROTO
+        self.kernel_minor = int(offer.minor)
+        agreed = flags & int(offer.flags)
+        body = CuseInitOut(major=c.FUSE_KERNEL_VERSION, minor=self.minor, flags=agreed, max_read=max_read,
+                           max_write=max_write, dev_major=dev_major, dev_minor=dev_minor)
+        self.negotiated = Negotiated(major=c.FUSE_KERNEL_VERSION, minor=min(self.minor, self.kernel_minor),
+                                     server_minor=self.minor, flags=agreed, reply=body)
+        self._advance(st.SEND_INIT)
+        self._advance(st.INIT_ACCEPTED)
+        return self._encode(request.unique, 0, bytes(body) + devinfo)
+
     def reply(self, request: Request, *layers: Packet | Encoded) -> bytes:
         """A successful reply; fixed structs are cut to the negotiated minor's sizes."""
         variants = self._variants(request)
@@ -209,8 +233,8 @@ class DaemonSession(NegotiatedSizes):
         return self._encode(request.unique, -abs(errno), b"")
 
     def notify(self, code: int, *layers: Packet) -> bytes:
-        """A notification (unique 0, error = code)."""
-        return bytes(FuseOutHeader(unique=0, error=code)) + b"".join(bytes(p) for p in layers)
+        """A notification (unique 0, error = code), its len the whole message's."""
+        return self._encode(0, code, b"".join(bytes(p) for p in layers))
 
     def _encode(self, unique: int, error: int, body: bytes) -> bytes:
         self.pending.pop(unique, None)

@@ -21,7 +21,7 @@ from pathlib import Path
 from conformance.protocol.cache_contract import MODES, contract_problems, promised, writeback_problems
 from targets.connection import KernelConnection
 from targets.errors import TargetError
-from targets.spec import REF_VHOST_USER, TargetSpec, parse_spec
+from targets.spec import REF_VHOST_USER, TargetSpec, is_cuse, parse_spec
 from targets.wire import wire_target
 
 #: families that take cache=MODE and writeback, and what carries their FUSE messages
@@ -44,6 +44,8 @@ class Cell:
 
 def family_of(spec: TargetSpec) -> str | None:
     """The family of ``spec`` that runs in every cache mode, if it is one."""
+    if is_cuse(spec):
+        return None  # a character device
     family = "ref:vhost-user" if spec.name == "ref" and REF_VHOST_USER in spec.options else spec.name
     return family if family in FAMILIES else None
 

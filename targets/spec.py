@@ -45,9 +45,13 @@ def is_vhost_user(spec: TargetSpec) -> bool:
         spec.kind == "daemon" and spec.name == "ref" and bool(spec.options.get(REF_VHOST_USER)))
 
 
+REF_CUSE = "cuse"  # the ref option that makes it a CUSE server (a FIFO device)
+
+
 def is_cuse(spec: TargetSpec) -> bool:
     """``spec`` names a CUSE server (a character device), not a filesystem."""
-    return spec.kind in ("cuse", "cuse-example")
+    return spec.kind in ("cuse", "cuse-example") or (
+        spec.kind == "daemon" and spec.name == "ref" and bool(spec.options.get(REF_CUSE)))
 
 
 def known_forms() -> str:
@@ -137,7 +141,7 @@ def _all_names() -> list[str]:
 def supported() -> str:
     """The spec forms this version takes, for messages."""
     return (f"exec:COMMAND, mount:PATH, {', '.join(_all_names())}, virtiofsd[:opts], ref:vhost-user, "
-            "vhost-user:SOCKET, cuse:COMMAND, cuse-example")
+            "vhost-user:SOCKET, cuse:COMMAND, cuse-example, ref:cuse")
 
 
 def _parse_mount(rest: str, text: str) -> TargetSpec:

@@ -30,7 +30,7 @@ def built() -> None:
 
 @pytest.mark.parametrize("daemon", ["ref", "hello_ll", "passthrough_ll", "squashfuse_ll",
                                     "fuse-overlayfs", "bindfs", "fuse2fs", "squashfuse",
-                                    "virtiofsd", "ref:vhost-user", "cuse-example"])
+                                    "virtiofsd", "ref:vhost-user", "cuse-example", "ref:cuse"])
 def test_rules_against_daemon(built: None, daemon: str, tmp_path: Path) -> None:
     if daemon == "virtiofsd":
         require(os.access(VIRTIOFSD, os.X_OK), f"machine lacks virtiofsd ({VIRTIOFSD}, package "

@@ -58,11 +58,13 @@ def example() -> Path:
         raise
 
 
-def test_example_through_the_stand_in_leaves_nothing(example: Path, tmp_path: Path) -> None:
-    """The unmodified example answers CUSE_INIT through the stand-in; closing ends the server
-    by itself (its read of /dev/cuse fails) and removes the mount and the scratch dir."""
+@pytest.mark.parametrize("spec", ["cuse-example:name=selftest", "ref:cuse,name=selftest"])
+def test_server_through_the_stand_in_leaves_nothing(example: Path, tmp_path: Path, spec: str) -> None:
+    """The unmodified example (and the reference FIFO) answer CUSE_INIT through the stand-in;
+    closing ends the server by itself (its read of /dev/cuse fails) and removes the mount and
+    the scratch dir."""
     require(os.path.exists(fusedev.FUSE_DEVICE), "machine lacks /dev/fuse")
-    target = CuseTarget("cuse-example:name=selftest", scratch_root=tmp_path).open()
+    target = CuseTarget(spec, scratch_root=tmp_path).open()
     assert target.standin is not None and target.daemon is not None
     mountpoint, pid = target.standin.mountpoint, target.daemon.proc.pid if target.daemon.proc else 0
     conn = KernelConnection(target.channel, timeout=5.0)

@@ -116,3 +116,16 @@ def test_pairs_agree_on_random_names_and_data(minor: int, name: bytes, data: byt
     assert not request.findings
     write_in = request.packet[FuseWriteIn]
     assert write_in.size == len(data) and bytes(write_in.payload) == data
+
+
+def test_daemon_notifications_carry_their_length() -> None:
+    """A notification's fuse_out_header.len is the whole message (the kernel refuses any other:
+    fuse_dev_do_write); found when the reference CUSE device sent NOTIFY_POLL."""
+    from protocol.layers.notify import FuseNotifyPollWakeupOut
+    from protocol.server import DaemonSession
+    from protocol.session import KernelSession
+
+    message = DaemonSession().notify(c.FUSE_NOTIFY_POLL, FuseNotifyPollWakeupOut(kh=7))
+    event = KernelSession().receive(message)
+    assert int.from_bytes(message[:4], "little") == len(message) == 24
+    assert not event.findings, event.findings

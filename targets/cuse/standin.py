@@ -110,7 +110,10 @@ class StandIn:
         return self
 
     def close(self) -> None:
-        self._stop.set()
+        """Abort the connection, let the serving thread end, then close the fd (in that order:
+        a thread must not read or write an fd number the process may already reuse)."""
+        with self._lock:  # no reply is written after this
+            self._stop.set()
         self.channel.closed.set()
         for event in list(self._waiting.values()):
             event.set()
@@ -119,12 +122,13 @@ class StandIn:
             # /dev/cuse, which keeps the connection (and a blocked read of ours) alive
             with contextlib.suppress(OSError, TargetError):
                 fusedev.force_unmount(self.mountpoint, self._conn)
-            with contextlib.suppress(OSError):
-                self._mount.__exit__(None, None, None)
-            self._mount = None
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._mount is not None:
+            with contextlib.suppress(OSError):
+                self._mount.__exit__(None, None, None)
+            self._mount = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -136,7 +140,8 @@ class StandIn:
     # -- the FUSE side -----------------------------------------------------------
     def _write(self, data: bytes) -> None:
         with self._lock, contextlib.suppress(OSError):
-            os.write(self._fd, data)
+            if not self._stop.is_set():
+                os.write(self._fd, data)
 
     def _serve(self) -> None:
         while not self._stop.is_set():

@@ -1,5 +1,6 @@
-"""CUSE targets: ``cuse:COMMAND`` (a CUSE server's command line) and ``cuse-example[:name=N]``
-(libfuse's example ``cuse``, compiled from Debian's libfuse3-dev sources). The server runs
+"""CUSE targets: ``cuse:COMMAND`` (a CUSE server's command line), ``cuse-example[:name=N]``
+(libfuse's example ``cuse``, compiled from Debian's libfuse3-dev sources) and
+``ref:cuse[,name=N]`` (the reference FIFO device, ``targets.reference.cuse``). The server runs
 with /dev/cuse served by the suite (``targets.cuse.standin``, through ``targets.cuse.launch``);
 ``channel`` is the kernel's end of it. Closing stops the stand-in (the server's next read
 fails), reaps the server and removes the scratch directory."""
@@ -25,7 +26,8 @@ EXAMPLE_DEVNAME = "fusecheck-cuse"
 #: What a target's device does with data, for the rules that check it: "buffer" (libfuse's
 #: example: writes store at the offset, reads return what is stored there; CUSE's offsets are
 #: always 0), or None when the suite knows nothing of it
-MODELS = {"cuse-example": "buffer"}
+MODELS = {"cuse-example": "buffer", "ref:cuse": "fifo"}
+REF_DEVNAME = "fusecheck-fifo"
 
 
 class CuseTarget(DaemonOwner):
@@ -44,15 +46,19 @@ class CuseTarget(DaemonOwner):
         self.alive_at_close = False
 
     @property
+    def family(self) -> str:
+        """"cuse", "cuse-example" or "ref:cuse"."""
+        return "ref:cuse" if self.spec.kind == "daemon" else self.spec.kind
+
+    @property
     def devname(self) -> str | None:
         """The DEVNAME the target is started with, where the suite chooses it."""
-        if self.spec.kind == "cuse-example":
-            return str(self.spec.options.get("name", EXAMPLE_DEVNAME))
-        return None
+        default = {"cuse-example": EXAMPLE_DEVNAME, "ref:cuse": REF_DEVNAME}.get(self.family)
+        return None if default is None else str(self.spec.options.get("name", default))
 
     @property
     def model(self) -> str | None:
-        return MODELS.get(self.spec.kind)
+        return MODELS.get(self.family)
 
     @property
     def channel(self) -> StandInChannel:
@@ -65,6 +71,12 @@ class CuseTarget(DaemonOwner):
         return self.channel.transcript
 
     def command(self) -> list[str]:
+        if self.family == "ref:cuse":
+            unknown = set(self.spec.options) - {"cuse", "name"}
+            if unknown:
+                raise TargetSpecError(f"ref:cuse: unknown option {sorted(unknown)[0]!r}",
+                                      hint="ref:cuse takes name=DEVNAME")
+            return [sys.executable, "-m", "targets.reference", "--cuse", str(self.devname)]
         if self.spec.kind == "cuse-example":
             from targets.build import build_example
 

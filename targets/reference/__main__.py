@@ -1,7 +1,8 @@
 """Run the reference server: ``python -m targets.reference MOUNTPOINT [options]`` mounts it
 on /dev/fuse (foreground; Ctrl-C, SIGTERM or umount end it); ``--fd N`` serves FUSE over an
 inherited SEQPACKET socket instead (the suite's kernel-role transport); ``--vhost-user SOCKET``
-is a virtio-fs device's back-end on a vhost-user socket; ``--record FILE``
+is a virtio-fs device's back-end on a vhost-user socket; ``--cuse NAME`` is a CUSE
+server (a FIFO device) on /dev/cuse; ``--record FILE``
 records every message of either channel as pcap (targets.reference.record)."""
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("mountpoint", nargs="?", type=Path, help="directory to mount on")
     where.add_argument("--fd", type=int, help="serve over this inherited SEQPACKET socket")
+    where.add_argument("--cuse", metavar="DEVNAME",
+                       help="be a CUSE server of a FIFO device named DEVNAME, on /dev/cuse")
     where.add_argument("--vhost-user", type=Path, metavar="SOCKET",
                        help="be a vhost-user virtio-fs back-end listening on SOCKET")
     parser.add_argument("--connections", type=int, default=1, metavar="N",
@@ -80,6 +83,11 @@ def serve_socket(server: ReferenceServer, fd: int, record: Path | None = None) -
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.cuse is not None:
+        from targets.reference.cuse import serve_cuse
+
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        return serve_cuse(args.cuse)
     if args.source is not None and not args.source.is_dir():
         print(f"--source {args.source}: not a directory", file=sys.stderr)
         return 2
