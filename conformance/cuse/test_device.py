@@ -62,3 +62,22 @@ def test_short_reads(device: KernelConnection, cuse_target: CuseTarget) -> None:
     empty = device.call(c.FUSE_READ, FuseReadIn(fh=fh, offset=0, size=0), nodeid=0)
     assert empty.ok and empty.raw[16:] == b"", f"READ of 0 bytes gave {empty.raw[16:]!r}"
     device.call(c.FUSE_RELEASE, FuseReleaseIn(fh=fh, flags=os.O_RDWR), nodeid=0)
+
+
+@rule("CUSE-IO-003",
+      "After RELEASE the device serves a new OPEN, and data written through the released handle "
+      "is read back through the new one (the device, not the handle, holds it)",
+      source=f"{KERNEL} (each open(2) of the device is its own OPEN and RELEASE)", area="cuse",
+      feature="IO", opcodes=("FUSE_OPEN", "FUSE_RELEASE"))
+def test_data_outlives_a_handle(device: KernelConnection, cuse_target: CuseTarget) -> None:
+    if cuse_target.model not in KEEPS_DATA:
+        pytest.skip("not applicable: the suite knows no model of this device's contents")
+    first = _open(device)
+    data = b"kept by the device"
+    device.call(c.FUSE_WRITE, FuseWriteIn(fh=first, offset=0, size=len(data)), Raw(data), nodeid=0)
+    released = device.call(c.FUSE_RELEASE, FuseReleaseIn(fh=first, flags=os.O_RDWR), nodeid=0)
+    assert released.ok, f"RELEASE answered {errno_name(released.error)}"
+    second = _open(device)
+    read = device.call(c.FUSE_READ, FuseReadIn(fh=second, offset=0, size=4096), nodeid=0)
+    assert read.ok and read.raw[16:] == data, f"through a new handle READ gave {read.raw[16:]!r}"
+    device.call(c.FUSE_RELEASE, FuseReleaseIn(fh=second, flags=os.O_RDWR), nodeid=0)

@@ -10,6 +10,7 @@ from protocol.events import Reply
 from protocol.layers.base import fixed_size
 from protocol.layers.header import FUSE_OUT_HEADER_SIZE
 from protocol.layers.structs import CuseInitOut
+from targets.connection import KernelConnection
 from targets.cuse.target import CuseTarget
 
 KERNEL = "linux fs/fuse/cuse.c"
@@ -74,3 +75,18 @@ def test_numbers(init_reply: Reply) -> None:
         assert value == 0 or value >= 4096, (
             f"{what} {value}: below a page, the kernel uses 4096 instead (the server's buffers "
             "must take that)")
+
+
+@rule("CUSE-INIT-005",
+      "Offered a CUSE_INIT of a newer major (8), the server answers, with an error or with its own "
+      "major 7 (a reply a kernel of major 8 could fall back on), and stays alive",
+      source="libfuse do_init (a newer major gets the server's own version); "
+             f"{KERNEL} cuse_process_init_reply", area="cuse", feature="CUSE_INIT", opcodes=("CUSE_INIT",))
+def test_newer_major(connection: KernelConnection, cuse_target: CuseTarget) -> None:
+    data = connection.session.cuse_init(major=8)
+    reply = connection.wait(connection.session.last_unique, data)
+    if reply.ok:
+        body = _body(reply)
+        assert int(body.major) == c.FUSE_KERNEL_VERSION, f"offered major 8, it answered {body.major}"
+    assert cuse_target.daemon is not None and cuse_target.daemon.alive(), (
+        f"the server {cuse_target.daemon.exit_description() if cuse_target.daemon else 'is gone'}")
