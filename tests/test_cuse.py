@@ -77,3 +77,17 @@ def test_server_through_the_stand_in_leaves_nothing(example: Path, tmp_path: Pat
     assert not fusedev.is_mounted(mountpoint) and list(tmp_path.iterdir()) == []
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_device_machine_judges_by_the_model(example: Path) -> None:
+    """CUSE-MACHINE-001 fails a device that does not behave as its model: libfuse's example
+    (a buffer: reads do not consume) judged as a FIFO, with the failure named."""
+    from conformance.cuse.machine import run_device_machine
+
+    require(os.path.exists(fusedev.FUSE_DEVICE), "machine lacks /dev/fuse")
+    with CuseTarget("cuse-example") as target:
+        conn = KernelConnection(target.channel, timeout=5.0)
+        data = conn.session.cuse_init()
+        assert conn.wait(conn.session.last_unique, data).ok
+        with pytest.raises(AssertionError, match="CUSE-MACHINE-001"):
+            run_device_machine(conn, "fifo", counts={"dev": 50, "ci": 50, "smoke": 50, "soak": 50})
