@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from targets.reference.cuse import CUSE_MUTANTS
 from targets.reference.device_mutants import DEVICE_MUTANTS
 from targets.reference.mutants import MUTANTS
 from tests.helpers import rule_outcomes, run_conformance
@@ -43,7 +44,21 @@ def test_device_mutant_is_caught(name: str, record_property: object) -> None:
                         f"{result.stdout[-2000:]}{result.stderr[-1000:]}")
 
 
+@pytest.mark.parametrize("name", sorted(CUSE_MUTANTS))
+def test_cuse_mutant_is_caught(name: str, record_property: object) -> None:
+    """A fault of the reference CUSE device fails every CUSE rule it names."""
+    mutant = CUSE_MUTANTS[name]
+    rules = [f"--rule={rule}" for rule in mutant.caught_by]
+    result = run_conformance(f"ref:cuse,mutant={name}", "--reply-timeout=3", *rules)
+    found = rule_outcomes(result.stdout)
+    spared = sorted(rule for rule in mutant.caught_by if "FAILED" not in found.get(rule, set()))
+    record_property("mutant", f"{name}={'survived' if spared else 'killed'}")  # type: ignore[operator]
+    assert not spared, (f"CUSE mutant {name} ({mutant.description}) survived {spared}: {found}\n"
+                        f"{result.stdout[-2000:]}{result.stderr[-1000:]}")
+
+
 def test_enough_mutants_in_every_area() -> None:
-    areas = {m.area for m in MUTANTS.values()} | {m.area for m in DEVICE_MUTANTS.values()}
-    assert len(MUTANTS) >= 15 and len(DEVICE_MUTANTS) >= 5
-    assert {"metadata", "data", "namespace", "xattr", "acl", "protocol", "coherency", "virtiofs"} <= areas
+    areas = {m.area for registry in (MUTANTS, DEVICE_MUTANTS, CUSE_MUTANTS) for m in registry.values()}
+    assert len(MUTANTS) >= 15 and len(DEVICE_MUTANTS) >= 5 and len(CUSE_MUTANTS) >= 5
+    assert {"metadata", "data", "namespace", "xattr", "acl", "protocol", "coherency", "virtiofs",
+            "cuse"} <= areas

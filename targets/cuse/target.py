@@ -72,11 +72,13 @@ class CuseTarget(DaemonOwner):
 
     def command(self) -> list[str]:
         if self.family == "ref:cuse":
-            unknown = set(self.spec.options) - {"cuse", "name"}
+            unknown = set(self.spec.options) - {"cuse", "name", "mutant"}
             if unknown:
                 raise TargetSpecError(f"ref:cuse: unknown option {sorted(unknown)[0]!r}",
-                                      hint="ref:cuse takes name=DEVNAME")
-            return [sys.executable, "-m", "targets.reference", "--cuse", str(self.devname)]
+                                      hint="ref:cuse takes name=DEVNAME, mutant=NAME")
+            mutant = self.spec.options.get("mutant")
+            return [sys.executable, "-m", "targets.reference", "--cuse", str(self.devname),
+                    *(["--mutant", str(mutant)] if mutant else [])]
         if self.spec.kind == "cuse-example":
             from targets.build import build_example
 

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         from targets.reference.cuse import serve_cuse
 
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-        return serve_cuse(args.cuse)
+        return serve_cuse(args.cuse, mutant=args.mutant)
     if args.source is not None and not args.source.is_dir():
         print(f"--source {args.source}: not a directory", file=sys.stderr)
         return 2

@@ -43,12 +43,38 @@ SIZE_T = struct.Struct("<Q")
 FIOC_GET_SIZE = 2 << 30 | SIZE_T.size << 16 | ord("E") << 8  # _IOR('E', 0, size_t)
 
 
+@dataclass(frozen=True)
+class CuseMutant:
+    name: str
+    description: str
+    caught_by: tuple[str, ...]
+    area: str = "cuse"
+
+
+#: faults of the reference CUSE device (``ref:cuse,mutant=NAME``) and the rules that catch them
+CUSE_MUTANTS = {m.name: m for m in (
+    CuseMutant("no-devname", "the CUSE_INIT reply's device info has no DEVNAME", ("CUSE-INIT-003",)),
+    CuseMutant("read-keeps-data", "a read returns the front of the FIFO without taking it",
+               ("CUSE-MACHINE-001",)),
+    CuseMutant("size-off-by-one", "FIOC_GET_SIZE says one byte more than the FIFO holds",
+               ("CUSE-IOCTL-001", "CUSE-MACHINE-001")),
+    CuseMutant("retry-no-iovec", "the unrestricted FIOC_GET_SIZE asks to retry but names no memory",
+               ("CUSE-IOCTL-002",)),
+    CuseMutant("interrupt-ignored", "INTERRUPT of a blocked read is ignored: it stays blocked",
+               ("CUSE-INTR-001",)),
+    CuseMutant("poll-no-wakeup", "a write never sends NOTIFY_POLL to the polls waiting for data",
+               ("CUSE-POLL-001",)),
+)}
+
+
 @dataclass
 class FifoDevice:
-    """The device's state and its answers; ``write_out`` sends a message to the kernel."""
+    """The device's state and its answers; ``write_out`` sends a message to the kernel;
+    ``mutant``: one of ``CUSE_MUTANTS`` switched on."""
 
     devname: str
     write_out: Callable[[bytes], None]
+    mutant: str | None = None
     session: DaemonSession = field(default_factory=DaemonSession)
     data: bytearray = field(default_factory=bytearray)
     readers: deque[tuple[Request, int]] = field(default_factory=deque)  # blocked READs, their size
@@ -65,8 +91,9 @@ class FifoDevice:
         opcode, session = request.opcode, self.session
         with self.lock:
             if opcode == c.CUSE_INIT:
+                info = b"NAME=x\0" if self.mutant == "no-devname" else f"DEVNAME={self.devname}\0".encode()
                 self.send(session.accept_cuse_init(
-                    request, f"DEVNAME={self.devname}\0".encode(), flags=c.CUSE_UNRESTRICTED_IOCTL,
+                    request, info, flags=c.CUSE_UNRESTRICTED_IOCTL,
                     max_read=MAX_MESSAGE - 4096, max_write=MAX_MESSAGE - 4096))
             elif opcode == c.FUSE_OPEN:
                 self.handles += 1
@@ -91,7 +118,7 @@ class FifoDevice:
                     self.send(session.error(request, errno.EAGAIN))
                 else:
                     self.readers.append((request, size))
-            elif opcode == c.FUSE_INTERRUPT:
+            elif opcode == c.FUSE_INTERRUPT and self.mutant != "interrupt-ignored":
                 target = int.from_bytes(raw[40:48], "little")
                 for blocked in list(self.readers):
                     if blocked[0].unique == target:
@@ -118,7 +145,8 @@ class FifoDevice:
 
     def _take(self, request: Request, size: int) -> bytes:
         taken = bytes(self.data[:size])
-        del self.data[:size]
+        if self.mutant != "read-keeps-data":
+            del self.data[:size]
         return self.session.answer(request.unique, taken)
 
     def _wake(self) -> None:
@@ -126,7 +154,7 @@ class FifoDevice:
         while self.readers and self.data:
             request, size = self.readers.popleft()
             self.send(self._take(request, size))
-        if self.data:
+        if self.data and self.mutant != "poll-no-wakeup":
             for kh in sorted(self.polls):
                 self.send(self.session.notify(c.FUSE_NOTIFY_POLL, FuseNotifyPollWakeupOut(kh=kh)))
             self.polls.clear()
@@ -138,19 +166,24 @@ class FifoDevice:
         if int(arg.out_size) < SIZE_T.size:  # unrestricted and not given the memory yet: ask
             if not int(arg.flags) & c.FUSE_IOCTL_UNRESTRICTED:
                 return self.session.error(request, errno.EINVAL)
+            if self.mutant == "retry-no-iovec":
+                return self.session.reply(request, FuseIoctlOut(flags=c.FUSE_IOCTL_RETRY))
             return self.session.reply(request, FuseIoctlOut(flags=c.FUSE_IOCTL_RETRY, out_iovs=1),
                                       FuseIoctlIovec(base=int(arg.arg), len=SIZE_T.size))
-        return self.session.reply(request, FuseIoctlOut(result=0), Raw(SIZE_T.pack(len(self.data))))
+        held = len(self.data) + (1 if self.mutant == "size-off-by-one" else 0)
+        return self.session.reply(request, FuseIoctlOut(result=0), Raw(SIZE_T.pack(held)))
 
 
-def serve_cuse(devname: str, device_path: str = "/dev/cuse") -> int:
+def serve_cuse(devname: str, device_path: str = "/dev/cuse", mutant: str | None = None) -> int:
     """Open /dev/cuse and serve the FIFO until the kernel side goes away."""
+    if mutant is not None and mutant not in CUSE_MUTANTS:
+        raise SystemExit(f"unknown CUSE mutant {mutant!r}; known: {', '.join(CUSE_MUTANTS)}")
     fd = os.open(device_path, os.O_RDWR)
 
     def write(message: bytes) -> None:
         os.write(fd, message)
 
-    device = FifoDevice(devname, write)
+    device = FifoDevice(devname, write, mutant)
     try:
         while True:
             try:
