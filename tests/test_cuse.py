@@ -91,3 +91,17 @@ def test_device_machine_judges_by_the_model(example: Path) -> None:
         assert conn.wait(conn.session.last_unique, data).ok
         with pytest.raises(AssertionError, match="CUSE-MACHINE-001"):
             run_device_machine(conn, "fifo", counts={"dev": 50, "ci": 50, "smoke": 50, "soak": 50})
+
+
+def test_reference_device_over_a_socket(tmp_path: Path) -> None:
+    """``ref:cuse,socket``: the reference device over a SEQPACKET socket (no mount, no
+    namespace); closing our end ends it by itself."""
+    target = CuseTarget("ref:cuse,socket", scratch_root=tmp_path).open()
+    assert target.standin is None and target.daemon is not None
+    conn = KernelConnection(target.channel, timeout=5.0)
+    data = conn.session.cuse_init()
+    reply = conn.wait(conn.session.last_unique, data)
+    assert reply.ok and not reply.findings and b"DEVNAME=fusecheck-fifo\0" in reply.raw
+    target.close()
+    assert target.exited_cleanly, f"the server exited with {target.exit_status}"
+    assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from targets.channel import Transcript
+from targets.channel import SeqpacketChannel, Transcript, seqpacket_pair
 from targets.cuse.standin import StandIn, StandInChannel
 from targets.daemons import REPO_ROOT
 from targets.errors import TargetSpecError
@@ -41,6 +41,7 @@ class CuseTarget(DaemonOwner):
         self.grace, self.scratch_root = grace, scratch_root
         self.scratch: Path | None = None
         self.standin: StandIn | None = None
+        self._socket_channel: SeqpacketChannel | None = None
         self.daemon: Daemon | None = None
         self.exit_status: int | None = None
         self.alive_at_close = False
@@ -61,7 +62,15 @@ class CuseTarget(DaemonOwner):
         return MODELS.get(self.family)
 
     @property
-    def channel(self) -> StandInChannel:
+    def over_socket(self) -> bool:
+        """``ref:cuse,socket``: CUSE over a SEQPACKET socket instead of the stand-in (no mount,
+        no namespace: for hosts without /dev/fuse or a private mount namespace)."""
+        return self.family == "ref:cuse" and bool(self.spec.options.get("socket"))
+
+    @property
+    def channel(self) -> StandInChannel | SeqpacketChannel:
+        if self._socket_channel is not None:
+            return self._socket_channel
         if self.standin is None:
             raise RuntimeError("the target is not open")
         return self.standin.channel
@@ -72,10 +81,10 @@ class CuseTarget(DaemonOwner):
 
     def command(self) -> list[str]:
         if self.family == "ref:cuse":
-            unknown = set(self.spec.options) - {"cuse", "name", "mutant"}
+            unknown = set(self.spec.options) - {"cuse", "name", "mutant", "socket"}
             if unknown:
                 raise TargetSpecError(f"ref:cuse: unknown option {sorted(unknown)[0]!r}",
-                                      hint="ref:cuse takes name=DEVNAME, mutant=NAME")
+                                      hint="ref:cuse takes name=DEVNAME, mutant=NAME, socket")
             mutant = self.spec.options.get("mutant")
             return [sys.executable, "-m", "targets.reference", "--cuse", str(self.devname),
                     *(["--mutant", str(mutant)] if mutant else [])]
@@ -94,9 +103,18 @@ class CuseTarget(DaemonOwner):
             command = self.command()
             self.scratch = Path(tempfile.mkdtemp(prefix="fusecheck-cuse-", dir=self.scratch_root))
             name = self.spec.text or self.spec.kind
+            env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+            if self.over_socket:
+                ours, theirs = seqpacket_pair()
+                try:
+                    self.daemon = Daemon([*command, "--cuse-fd", str(theirs.fileno())], name=name,
+                                         cwd=str(self.scratch), env=env, pass_fds=(theirs.fileno(),)).start()
+                finally:
+                    theirs.close()
+                self._socket_channel = SeqpacketChannel(ours, liveness=self.daemon, name=name)
+                return self
             self.standin = StandIn(self.scratch / "standin", name=name).start()
             argv = [sys.executable, "-m", "targets.cuse.launch", str(self.standin.path), "--", *command]
-            env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
             self.daemon = Daemon(argv, name=name, cwd=str(self.scratch), env=env).start()
             self.standin.channel.liveness = self.daemon
         except BaseException:
@@ -109,6 +127,8 @@ class CuseTarget(DaemonOwner):
             self.alive_at_close = self.daemon is not None and self.daemon.alive()
             if self.standin is not None:
                 self.standin.close()  # the server's next read of /dev/cuse fails: it ends
+            if self._socket_channel is not None:
+                self._socket_channel.close()  # the server reads EOF: it ends
             self.reap()
         finally:
             if self.scratch is not None:
@@ -117,7 +137,7 @@ class CuseTarget(DaemonOwner):
         return self.exit_status
 
     def __enter__(self) -> Self:
-        return self if self.standin is not None else self.open()
+        return self if self.standin is not None or self._socket_channel is not None else self.open()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -32,6 +32,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                        help="be a CUSE server of a FIFO device named DEVNAME, on /dev/cuse")
     where.add_argument("--vhost-user", type=Path, metavar="SOCKET",
                        help="be a vhost-user virtio-fs back-end listening on SOCKET")
+    parser.add_argument("--cuse-fd", type=int, metavar="N",
+                        help="with --cuse: serve CUSE over this inherited SEQPACKET socket, not /dev/cuse")
     parser.add_argument("--connections", type=int, default=1, metavar="N",
                         help="with --vhost-user: front-ends to serve one after another (0: until "
                              "killed; default 1)")
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         from targets.reference.cuse import serve_cuse
 
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-        return serve_cuse(args.cuse, mutant=args.mutant)
+        return serve_cuse(args.cuse, mutant=args.mutant, fd=args.cuse_fd)
     if args.source is not None and not args.source.is_dir():
         print(f"--source {args.source}: not a directory", file=sys.stderr)
         return 2

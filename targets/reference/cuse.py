@@ -174,14 +174,18 @@ class FifoDevice:
         return self.session.reply(request, FuseIoctlOut(result=0), Raw(SIZE_T.pack(held)))
 
 
-def serve_cuse(devname: str, device_path: str = "/dev/cuse", mutant: str | None = None) -> int:
-    """Open /dev/cuse and serve the FIFO until the kernel side goes away."""
+def serve_cuse(devname: str, device_path: str = "/dev/cuse", mutant: str | None = None,
+               fd: int | None = None) -> int:
+    """Serve the FIFO on /dev/cuse (opened here) or on the inherited SEQPACKET socket ``fd``
+    (one message a datagram, as the suite's kernel-role transport), until the kernel side
+    goes away."""
     if mutant is not None and mutant not in CUSE_MUTANTS:
         raise SystemExit(f"unknown CUSE mutant {mutant!r}; known: {', '.join(CUSE_MUTANTS)}")
-    fd = os.open(device_path, os.O_RDWR)
+    if fd is None:
+        fd = os.open(device_path, os.O_RDWR)
 
     def write(message: bytes) -> None:
-        os.write(fd, message)
+        os.write(fd, message)  # a write on a SEQPACKET socket is one datagram
 
     device = FifoDevice(devname, write, mutant)
     try:
@@ -191,11 +195,11 @@ def serve_cuse(devname: str, device_path: str = "/dev/cuse", mutant: str | None 
             except OSError as exc:
                 if exc.errno in (errno.EINTR, errno.EAGAIN):
                     continue
-                if exc.errno in (errno.ENODEV, errno.ECONNABORTED, errno.ENOTCONN):
+                if exc.errno in (errno.ENODEV, errno.ECONNABORTED, errno.ENOTCONN, errno.ECONNRESET):
                     return 0
                 raise
             if not raw:
-                return 0
+                return 0  # the suite closed its end of the socket
             device.handle(raw)
     finally:
         os.close(fd)
