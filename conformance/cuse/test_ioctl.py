@@ -116,3 +116,51 @@ def test_unrestricted_retry(device: KernelConnection, cuse_target: CuseTarget) -
     final = _out(retried)
     assert not int(final.flags) & c.FUSE_IOCTL_RETRY, "RETRY again after the memory it asked for"
     assert int(final.result) == 0 and len(retried.raw) - 32 <= out_size
+
+
+FIOC_READ = _ioc(0, "E", 2, 0)  # _IO('E', 2): no size in the command, the data in a struct
+RW_ARG = struct.Struct("<qQQQQ")  # struct fioc_rw_arg: offset, buf, size, prev_size, new_size
+BUF = 0x7F00_0000_8000  # the caller's buffer the struct points at
+
+
+@rule("CUSE-IOCTL-003",
+      "An unrestricted IOCTL whose memory is found through its argument is served in rounds: "
+      "RETRY for the argument struct, RETRY for the memory it points at, then the answer, each "
+      "RETRY naming only memory the kernel can copy (the iovecs the example's cuse_client drives)",
+      source=f"{KERNEL}; libfuse example/cuse.c fioc_do_rw and cuse_client.c", area="cuse",
+      feature="IOCTL", opcodes=("FUSE_IOCTL",))
+def test_unrestricted_rounds(device: KernelConnection, cuse_target: CuseTarget) -> None:
+    if cuse_target.model != "buffer":
+        pytest.skip("not applicable: FIOC_READ is libfuse's example's")
+    negotiated = device.session.negotiated
+    assert negotiated is not None
+    if not negotiated.has(c.CUSE_UNRESTRICTED_IOCTL):
+        pytest.skip("not applicable: the server did not take CUSE_UNRESTRICTED_IOCTL")
+    fh = _open(device)
+    data = b"abcdef"
+    device.call(c.FUSE_WRITE, FuseWriteIn(fh=fh, offset=0, size=len(data)), Raw(data), nodeid=0)
+    flags = c.FUSE_IOCTL_UNRESTRICTED
+    first = _out_iovecs(_ioctl(device, fh, FIOC_READ, flags=flags))
+    assert first == ([(ARG, RW_ARG.size)], []), f"round 1 asked for {first}"
+    arg = RW_ARG.pack(0, BUF, 4, 0, 0)
+    flags |= c.FUSE_IOCTL_RETRY
+    second = _out_iovecs(_ioctl(device, fh, FIOC_READ, flags=flags, in_data=arg))
+    assert second[0] == [(ARG, RW_ARG.size)] and second[1] == [(ARG + 24, 8), (ARG + 32, 8), (BUF, 4)], (
+        f"round 2 asked for {second}")
+    final = _ioctl(device, fh, FIOC_READ, flags=flags, in_data=arg, out_size=8 + 8 + 4)
+    out = _out(final)
+    assert not int(out.flags) & c.FUSE_IOCTL_RETRY, "RETRY a third time"
+    payload = bytes(final.raw[32:])
+    assert int(out.result) == 4 and payload[16:] == b"abcd", f"result {out.result}, data {payload!r}"
+    assert SIZE_T.unpack(payload[:8])[0] == SIZE_T.unpack(payload[8:16])[0] == len(data)
+
+
+def _out_iovecs(reply: Reply) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The (base, len) iovecs a RETRY reply names: in, then out."""
+    out = _out(reply)
+    assert int(out.flags) & c.FUSE_IOCTL_RETRY, f"no RETRY: result {out.result}"
+    raw = bytes(reply.raw[32:])
+    pairs = [(int(FuseIoctlIovec(raw[i:i + 16]).base), int(FuseIoctlIovec(raw[i:i + 16]).len))
+             for i in range(0, len(raw), 16)]
+    assert len(pairs) == int(out.in_iovs) + int(out.out_iovs) <= c.FUSE_IOCTL_MAX_IOV
+    return pairs[:int(out.in_iovs)], pairs[int(out.in_iovs):]
