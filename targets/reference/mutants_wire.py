@@ -257,3 +257,19 @@ mutant("setxattr-assumes-ext", "xattr",
        "FUSE-VERSION-002", request=_on({c.FUSE_SETXATTR}, _assume_setxattr_ext))
 
 
+
+
+def _acl_without_named(srv: Any, req: Request, result: Any) -> Any:
+    names = [bytes(layer.getfieldval("name")) for layer in req.packet.iterpayloads()
+             if isinstance(layer, FuseName)]
+    if not names or not names[0].startswith(b"system.posix_acl_") or not isinstance(result, Raw):
+        return result
+    value = result.load
+    entries = [value[i:i + 8] for i in range(4, len(value), 8)]
+    kept = [e for e in entries if int.from_bytes(e[:2], "little") not in (0x02, 0x08)]  # USER, GROUP
+    return Raw(value[:4] + b"".join(kept))
+
+
+mutant("acl-xattr-drops-named", "acl", "GETXATTR of an ACL answers it without its named user and "
+       "group entries (an ACL kept as mode bits only)", "FUSE-ACL-001",
+       result=_on({c.FUSE_GETXATTR}, _acl_without_named))

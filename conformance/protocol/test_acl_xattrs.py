@@ -1,0 +1,66 @@
+"""POSIX ACLs as the kernel's FUSE_POSIX_ACL sends them, in the kernel's role (no mount): the
+ACL xattrs in the kernel's format (linux/posix_acl_xattr.h: a version 2 header, then entries
+of tag, perm and id), set, read back and removed by SETXATTR, GETXATTR, REMOVEXATTR."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+from scapy.packet import Raw
+
+from conformance.acl.xattr import ACCESS, DEFAULT, acl, encode
+from conformance.checks import assert_well_formed, errno_name
+from conformance.protocol.scratch import Workdir
+from conformance.rules import rule
+from protocol import constants as c
+from protocol.layers.structs import FuseGetxattrIn, FuseSetxattrIn
+from protocol.layers.variable import FuseName
+from targets.connection import KernelConnection
+
+SOURCE = "linux fs/fuse/acl.c fuse_set_acl, fuse_get_acl (FUSE_POSIX_ACL); uapi linux/posix_acl_xattr.h"
+#: in the order the kernel writes them (posix_acl_to_xattr: sorted by tag, then id)
+ACCESS_ACL = encode(acl("u::rw", "u:20002:r", "g::r", "m::r", "o::"))
+DEFAULT_ACL = encode(acl("u::rwx", "u:20002:rx", "g::rx", "g:20100:rwx", "m::rwx", "o::x"))
+
+
+def _set(ready: KernelConnection, nodeid: int, name: str, value: bytes) -> int:
+    reply = ready.call(c.FUSE_SETXATTR, FuseSetxattrIn(size=len(value)), FuseName(name=name.encode()),
+                       Raw(value), nodeid=nodeid)
+    assert_well_formed(reply)
+    return reply.error
+
+
+def _get(ready: KernelConnection, nodeid: int, name: str) -> tuple[int, bytes]:
+    reply = ready.call(c.FUSE_GETXATTR, FuseGetxattrIn(size=4096), FuseName(name=name.encode()),
+                       nodeid=nodeid)
+    assert_well_formed(reply)
+    return reply.error, reply.raw[16:]
+
+
+@rule("FUSE-ACL-001",
+      "With FUSE_POSIX_ACL agreed, an access ACL set on a file and a default ACL set on a directory "
+      "(SETXATTR system.posix_acl_access / _default, in the kernel's format) read back byte for byte "
+      "with GETXATTR, and REMOVEXATTR removes them (GETXATTR then answers ENODATA)",
+      source=SOURCE, area="acl", feature="POSIX_ACL",
+      opcodes=("FUSE_SETXATTR", "FUSE_GETXATTR", "FUSE_REMOVEXATTR"))
+def test_acl_xattrs_round_trip(ready: KernelConnection) -> None:
+    negotiated = ready.session.negotiated
+    assert negotiated is not None
+    if not negotiated.has(c.FUSE_POSIX_ACL):
+        pytest.skip("not applicable: the server did not agree to FUSE_POSIX_ACL")
+    work = Workdir(ready)
+    file = work.file(b"acl-file", b"x")
+    made = work.mkdir(b"acl-dir")
+    assert made.ok and made.body is not None, f"MKDIR answered {errno_name(made.error)}"
+    directory = int(made.body.nodeid)
+    for nodeid, name, value in ((file.nodeid, ACCESS, ACCESS_ACL), (directory, DEFAULT, DEFAULT_ACL)):
+        error = _set(ready, nodeid, name, value)
+        assert not error, f"SETXATTR {name} answered {errno_name(error)}, though FUSE_POSIX_ACL was agreed"
+        error, got = _get(ready, nodeid, name)
+        assert not error, f"GETXATTR {name} answered {errno_name(error)}"
+        assert got == value, f"{name} reads back {got.hex()}, was set to {value.hex()}"
+        removed = ready.call(c.FUSE_REMOVEXATTR, FuseName(name=name.encode()), nodeid=nodeid)
+        assert removed.ok, f"REMOVEXATTR {name} answered {errno_name(removed.error)}"
+        error, _ = _get(ready, nodeid, name)
+        assert -error == errno.ENODATA, f"GETXATTR {name} after REMOVEXATTR answered {errno_name(error)}"
