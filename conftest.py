@@ -29,6 +29,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds a POSIX rule may take before the target's connection is aborted")
     group.addoption("--backing", default=None, metavar="DIR",
                     help="the host directory the target serves (mount:PATH, bindfs, passthrough_ll)")
+    group.addoption("--cache-mode", default=None, metavar="MODE",
+                    help="the cache mode the target runs in, for the coherency rules: "
+                         "none|auto|always[,writeback] (ref and passthrough_ll say it themselves)")
     group.addoption("--findings", default="fusecheck-findings", metavar="DIR",
                     help="where a failing stateful example is saved as a pcap (default: %(default)s)")
     group.addoption("--rule", action="append", default=[], metavar="ID",

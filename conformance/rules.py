@@ -34,9 +34,11 @@ OPCODES = frozenset(OPCODE_NAMES.values())
 
 
 def rule(rule_id: str, statement: str, *, source: str, area: str = "protocol",
-         feature: str | None = None, opcodes: tuple[str, ...] | None = None) -> Callable[[F], F]:
+         feature: str | None = None, opcodes: tuple[str, ...] | None = None,
+         feature_at_run: bool = False) -> Callable[[F], F]:
     """Declare the test below as the check of one rule; ``opcodes`` default to the one its id
-    names (FUSE-LOOKUP-001: FUSE_LOOKUP), if any."""
+    names (FUSE-LOOKUP-001: FUSE_LOOKUP), if any. ``feature_at_run``: the test labels its allure
+    feature itself when it runs (the cache mode, an ACL entry kind); ``feature`` only names it."""
     if rule_id in RULES:
         raise ValueError(f"rule id {rule_id} declared twice")
     topic = feature or rule_id.split("-")[1]
@@ -47,7 +49,8 @@ def rule(rule_id: str, statement: str, *, source: str, area: str = "protocol",
 
     def decorate(test: F) -> F:
         marked = pytest.mark.rule(rule_id)(test)
-        for label in (allure.epic(area), allure.feature(topic), allure.story(rule_id),
+        static = () if feature_at_run else (allure.feature(topic),)
+        for label in (allure.epic(area), *static, allure.story(rule_id),
                       allure.title(f"{rule_id}: {statement}"),
                       allure.description(f"{statement}\n\nSource: {source}"),
                       allure.label("rule", rule_id)):

@@ -369,7 +369,7 @@ def _long_timeouts(srv: Any, req: Request, result: Any) -> Any:
 
 mutant("cache-none-caches", "coherency",
        "cache=none still grants one-hour entry and attr timeouts",
-       "FUSE-CACHE-001", "FUSE-CACHE-005", runs_with="cache=none",
+       "FUSE-CACHE-001", "FUSE-CACHE-005", "COHERENCY-HOST-002", runs_with="cache=none",
        result=_on({c.FUSE_LOOKUP, c.FUSE_GETATTR, c.FUSE_MKNOD, c.FUSE_MKDIR, c.FUSE_CREATE,
                    c.FUSE_SYMLINK, c.FUSE_LINK, c.FUSE_SETATTR}, _long_timeouts))
 
@@ -384,7 +384,7 @@ def _keep_cache(srv: Any, req: Request, result: Any) -> Any:
 
 mutant("auto-keeps-cache", "coherency",
        "cache=auto keeps the page cache across opens (FOPEN_KEEP_CACHE): no close-to-open",
-       "FUSE-CACHE-003", "FUSE-CACHE-005", runs_with="cache=auto",
+       "FUSE-CACHE-003", "FUSE-CACHE-005", "COHERENCY-HOST-001", runs_with="cache=auto",
        result=_on({c.FUSE_OPEN, c.FUSE_CREATE}, _keep_cache))
 
 
