@@ -152,3 +152,26 @@ def _print_timing(terminalreporter: pytest.TerminalReporter, target: str) -> Non
     terminalreporter.write_line(
         f"time: {len(_results)} rule tests against {target} in {time.monotonic() - _started:.1f} s "
         f"wall clock on {workers} worker(s); test time by area: {areas}")
+
+
+@pytest.fixture(autouse=True)
+def _target_parameter(request: pytest.FixtureRequest) -> None:
+    """Every result names the target it ran against (an allure parameter, out of the history id)."""
+    import allure
+
+    allure.dynamic.parameter("target", request.config.getoption("--target"), excluded=True)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With ``--alluredir``: the coherency and ACL matrices of the results there, as one result's
+    attachments (built once, by the controller, after every worker has written its results)."""
+    config = session.config
+    directory = config.getoption("allure_report_dir", None)
+    if not directory or hasattr(config, "workerinput"):
+        return
+    from pathlib import Path
+
+    from reports.matrices import attach_to_results
+
+    if Path(directory).is_dir():
+        attach_to_results(Path(directory))

@@ -19,6 +19,8 @@ from targets.skip import in_ci
 STATEFUL_EXAMPLES = {"dev": 200, "ci": 200, "soak": 5_000, "smoke": 20}
 #: FUSE-MACHINE-001, the kernel-role machine: its examples are cheap (no mount, no tmpfs twin)
 PROTOCOL_MACHINE_EXAMPLES = {"dev": 300, "ci": 300, "soak": 10_000, "smoke": 40}
+#: POSIX-ACL-014, the ACL differential rule: random ACLs and callers against tmpfs
+ACL_RANDOM_EXAMPLES = {"dev": 300, "ci": 300, "soak": 5_000, "smoke": 30}
 
 
 def load() -> str:

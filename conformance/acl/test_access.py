@@ -19,7 +19,8 @@ SOURCE = "Linux acl(5) ACCESS CHECK ALGORITHM; kernel fs/posix_acl.c posix_acl_p
 
 
 @rule("POSIX-ACL-001", "A named-user entry decides for that user: it grants what it holds and refuses "
-      "the rest with EACCES, even what the other entry grants", source=SOURCE, area=AREA)
+      "the rest with EACCES, even what the other entry grants", source=SOURCE,
+      area=AREA, feature="named user")
 def test_named_user(acl_twin: Twin) -> None:
     twin = acl_twin
     entries = acl("u::rw", f"u:{BOB}:rw", f"u:{CAROL}:", "g::r", "m::rw", "o::r")
@@ -33,7 +34,7 @@ def test_named_user(acl_twin: Twin) -> None:
 
 @rule("POSIX-ACL-002", "The group class: the owning-group and named-group entries match the primary and "
       "supplementary groups; one matching entry that grants suffices, a match that grants nothing "
-      "refuses (EACCES) whatever the other entry says", source=SOURCE, area=AREA)
+      "refuses (EACCES) whatever the other entry says", source=SOURCE, area=AREA, feature="group class")
 def test_group_class(acl_twin: Twin) -> None:
     twin = acl_twin
     entries = acl("u::rw", "g::r", f"g:{TEAM}:rw", f"g:{AUDIT}:", "m::rwx", "o::r")
@@ -54,7 +55,7 @@ def test_group_class(acl_twin: Twin) -> None:
 
 
 @rule("POSIX-ACL-003", "The mask limits named-user, owning-group and named-group entries, never the owner "
-      "or other", source=SOURCE, area=AREA)
+      "or other", source=SOURCE, area=AREA, feature="mask")
 def test_mask(acl_twin: Twin) -> None:
     twin = acl_twin
     entries = acl("u::rw", f"u:{BOB}:rw", "g::rw", f"g:{TEAM}:rw", "m::r", "o::rw")
@@ -68,7 +69,8 @@ def test_mask(acl_twin: Twin) -> None:
 
 
 @rule("POSIX-ACL-004", "A directory's access ACL decides listing (r), creating (w) and search (x) for "
-      "named users and groups", source=f"{SOURCE}; Linux path_resolution(7)", area=AREA)
+      "named users and groups", source=f"{SOURCE}; Linux path_resolution(7)",
+      area=AREA, feature="directory rights")
 def test_directory(acl_twin: Twin) -> None:
     twin = acl_twin
     entries = acl("u::rwx", f"u:{BOB}:rx", f"u:{CAROL}:x", "g::", f"g:{TEAM}:rwx", "m::rwx", "o::")

@@ -64,7 +64,8 @@ def _shown(outcome: Outcome) -> str:
 
 
 @rule("POSIX-ACL-012", "A malformed ACL xattr is refused as tmpfs refuses it (EINVAL; EOPNOTSUPP for a "
-      "version other than 2) and changes neither the ACL nor the mode", source=SOURCE, area=AREA)
+      "version other than 2) and changes neither the ACL nor the mode", source=SOURCE,
+      area=AREA, feature="xattr format")
 def test_malformed_refused(acl_twin: Twin) -> None:
     twin = acl_twin
     before = acl("u::rw", f"u:{CAROL}:rw", "g::r", "m::rw", "o::")
@@ -86,7 +87,7 @@ def test_malformed_refused(acl_twin: Twin) -> None:
 
 @rule("POSIX-ACL-013", "An ACL reads back byte for byte as tmpfs returns it (entries in their order, "
       "repeated named entries kept, undefined ids for the object entries), access and default, "
-      "and listxattr names both", source=SOURCE, area=AREA)
+      "and listxattr names both", source=SOURCE, area=AREA, feature="xattr format")
 def test_round_trip(acl_twin: Twin) -> None:
     twin = acl_twin
     unusual = encode([(USER_OBJ, 7, 0), (USER, 6, CAROL), (USER, 4, BOB), (USER, 2, CAROL),

@@ -41,7 +41,7 @@ def _with_default(twin: Twin) -> None:
 
 
 @rule("POSIX-ACL-009", "A file created under a default ACL gets it as its access ACL, limited by the mode "
-      "asked for, and the umask is ignored", source=SOURCE, area=AREA)
+      "asked for, and the umask is ignored", source=SOURCE, area=AREA, feature="default ACL")
 def test_default_acl_files(acl_twin: Twin) -> None:
     twin = acl_twin
     _with_default(twin)
@@ -58,7 +58,7 @@ def test_default_acl_files(acl_twin: Twin) -> None:
 
 @rule("POSIX-ACL-010", "A directory created under a default ACL gets it as its access ACL (limited by the "
       "mode) and as its own default ACL, so what is created below inherits again",
-      source=SOURCE, area=AREA)
+      source=SOURCE, area=AREA, feature="default ACL")
 def test_default_acl_directories(acl_twin: Twin) -> None:
     twin = acl_twin
     _with_default(twin)
@@ -80,7 +80,7 @@ def test_default_acl_directories(acl_twin: Twin) -> None:
 
 
 @rule("POSIX-ACL-011", "Without a default ACL the umask applies and new files get no ACL; removing a "
-      "directory's default ACL brings the umask back", source=SOURCE, area=AREA)
+      "directory's default ACL brings the umask back", source=SOURCE, area=AREA, feature="default ACL")
 def test_umask_without_default(acl_twin: Twin) -> None:
     twin = acl_twin
     twin.same(lambda r: make(r, "plain", mode=0o777, directory=True), "setup: a directory, no default ACL")

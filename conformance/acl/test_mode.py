@@ -29,7 +29,7 @@ def _acl_text(twin: Twin, relpath: str, what: str) -> str:
 
 
 @rule("POSIX-ACL-005", "chmod rewrites the ACL: the mask becomes the group bits (the owning group's entry "
-      "stays), and access follows the new mask", source=SOURCE, area=AREA)
+      "stays), and access follows the new mask", source=SOURCE, area=AREA, feature="chmod and mask")
 def test_chmod_rewrites_mask(acl_twin: Twin) -> None:
     twin = acl_twin
     entries = acl("u::rw", f"u:{BOB}:rw", "g::r", "m::rw", "o::")
@@ -50,7 +50,7 @@ def test_chmod_rewrites_mask(acl_twin: Twin) -> None:
 
 @rule("POSIX-ACL-006", "Setting an access ACL sets the mode (owner, mask or owning group, other); one the "
       "mode says all of is kept as the mode alone; only the owner may set it (EPERM)",
-      source=SOURCE, area=AREA)
+      source=SOURCE, area=AREA, feature="chmod and mask")
 def test_acl_sets_mode(acl_twin: Twin) -> None:
     twin = acl_twin
     twin.same(lambda r: make(r, "f", mode=0o644), "setup: a 0644 file")
@@ -71,7 +71,7 @@ def test_acl_sets_mode(acl_twin: Twin) -> None:
 
 
 @rule("POSIX-ACL-007", "Setting an access ACL clears the setgid bit unless the caller is in the file's "
-      "group", source=f"{SOURCE}; fuse FUSE_SETXATTR_ACL_KILL_SGID", area=AREA)
+      "group", source=f"{SOURCE}; fuse FUSE_SETXATTR_ACL_KILL_SGID", area=AREA, feature="setgid")
 def test_acl_clears_setgid(acl_twin: Twin) -> None:
     twin = acl_twin
     entries = acl("u::rw", f"u:{BOB}:r", "g::rw", "m::rw", "o::r")
@@ -86,7 +86,8 @@ def test_acl_clears_setgid(acl_twin: Twin) -> None:
 
 
 @rule("POSIX-ACL-008", "Removing the access ACL keeps the mode (group bits: the old mask) and access "
-      "falls back to it; a second removal changes nothing", source=SOURCE, area=AREA)
+      "falls back to it; a second removal changes nothing", source=SOURCE,
+      area=AREA, feature="chmod and mask")
 def test_remove_access_acl(acl_twin: Twin) -> None:
     twin = acl_twin
     entries = acl("u::rw", f"u:{BOB}:rw", "g::r", "m::rw", "o::")

@@ -96,7 +96,7 @@ def coherent(request: pytest.FixtureRequest) -> Iterator[Coherent]:
 def sides(request: pytest.FixtureRequest, coherent: Coherent) -> Iterator[Sides]:
     """A new directory made through the mount, and where it is on the host; a watchdog aborts
     the target's connection when the rule outlives ``--op-timeout``."""
-    labelled(coherent.mode, coherent.target)
+    labelled(coherent.mode)
     watchdog = Watchdog(request.config.getoption("--op-timeout"), coherent.mount)
     name = f"c{os.getpid()}-{next(_counter)}"
     watchdog.kick()

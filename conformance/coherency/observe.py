@@ -61,11 +61,10 @@ def coherency_rule(rule_id: str, statement: str, *, source: str) -> Callable[[An
                 feature_at_run=True)
 
 
-def labelled(mode: Mode, target: str) -> None:
-    """Label the running test with its mode and target (the matrix's column, also for n/a)."""
+def labelled(mode: Mode) -> None:
+    """Label the running test with its mode (the matrix's column, also for n/a)."""
     allure.dynamic.feature(str(mode))
     allure.dynamic.parameter("mode", str(mode), excluded=True)
-    allure.dynamic.parameter("target", target, excluded=True)
 
 
 def judge(rule_id: str, scenario: str, mode: Mode, expect: Expect, seen: Observation,
