@@ -91,9 +91,11 @@ def _title(result: dict[str, Any], story: str) -> str:
 
 
 def family(target: str) -> str:
-    """A target spec without its cache mode: ``ref:cache=none,writeback,acl`` -> ``ref:acl``."""
+    """A target spec without its cache mode (and ref's default ``acl``): ``ref:cache=none,writeback,
+    acl`` -> ``ref``."""
     name, _, options = target.partition(":")
-    kept = [o for o in options.split(",") if o and not o.startswith("cache=") and o != "writeback"]
+    kept = [o for o in options.split(",")
+            if o and not o.startswith("cache=") and o not in ("writeback", "acl", "acl=on")]
     return f"{name}:{','.join(kept)}" if kept else name
 
 

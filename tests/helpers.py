@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import conformance.acl
+import conformance.coherency
 import conformance.cuse
 import conformance.kernel
 import conformance.posix
@@ -48,9 +49,9 @@ def rule_outcomes(stdout: str) -> dict[str, set[str]]:
 
 def all_rules(*areas: str) -> set[str]:
     """Every rule id the conformance modules declare (importing them fills RULES), or
-    those of the given areas ("protocol", "posix", "acl", "kernel", "virtiofs", "cuse")."""
+    those of the given areas ("protocol", "posix", "acl", "kernel", "virtiofs", "cuse", "coherency")."""
     for package in (conformance.protocol, conformance.posix, conformance.acl, conformance.kernel,
-                    conformance.virtiofs, conformance.cuse):
+                    conformance.virtiofs, conformance.cuse, conformance.coherency):
         for module in pkgutil.iter_modules(package.__path__):
             if module.name.startswith("test_"):
                 importlib.import_module(f"{package.__name__}.{module.name}")
