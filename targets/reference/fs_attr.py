@@ -139,8 +139,10 @@ class AttrOps(FsCore):
             raise FsError(errno.EPERM)
         self._check(node, mask, cred)
 
-    def setxattr(self, ino: int, name: bytes, value: bytes, flags: int, cred: Cred) -> None:
-        """XATTR_CREATE (EEXIST) / XATTR_REPLACE (ENODATA); ACL names take ACLs, ignoring flags."""
+    def setxattr(self, ino: int, name: bytes, value: bytes, flags: int, cred: Cred, *,
+                 kill_sgid: bool = False) -> None:
+        """XATTR_CREATE (EEXIST) / XATTR_REPLACE (ENODATA); ACL names take ACLs, ignoring flags;
+        ``kill_sgid``: the kernel's FUSE_SETXATTR_ACL_KILL_SGID (drop sgid with the access ACL)."""
         node = self._get(ino)
         if flags & ~(XATTR_CREATE | XATTR_REPLACE):
             raise FsError(errno.EINVAL)
@@ -148,7 +150,7 @@ class AttrOps(FsCore):
         if len(value) > XATTR_SIZE_MAX:
             raise FsError(errno.E2BIG)
         if prefix == b"system.":
-            self._set_acl(node, name, fs_acl.parse(bytes(value)), cred)
+            self._set_acl(node, name, fs_acl.parse(bytes(value)), cred, kill_sgid=kill_sgid)
             return
         self._xattr_permission(node, prefix, MAY_WRITE, cred)
         if flags & XATTR_CREATE and name in node.xattrs:
@@ -158,7 +160,8 @@ class AttrOps(FsCore):
         node.xattrs[bytes(name)] = bytes(value)
         node.ctime = self._now()
 
-    def _set_acl(self, node: Inode, name: bytes, acl: fs_acl.Acl | None, cred: Cred) -> None:
+    def _set_acl(self, node: Inode, name: bytes, acl: fs_acl.Acl | None, cred: Cred, *,
+                 kill_sgid: bool = False) -> None:
         """set_posix_acl, then simple_set_acl's mode update; None removes the ACL."""
         if stat.S_ISLNK(node.mode):
             raise FsError(errno.EOPNOTSUPP)
@@ -174,7 +177,7 @@ class AttrOps(FsCore):
             mode, equiv = node.mode, True
             if acl is not None:
                 mode, equiv = fs_acl.equiv_mode(acl, node.mode)
-            if not cred.root and not cred.in_group(node.gid):
+            if kill_sgid or (not cred.root and not cred.in_group(node.gid)):
                 mode &= ~stat.S_ISGID
             node.mode = mode
             node.acl_access = None if equiv else acl

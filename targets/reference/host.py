@@ -747,16 +747,18 @@ class HostFilesystem(LockOps):
             raise FsError(errno.EOPNOTSUPP)
 
     @_translated
-    def setxattr(self, ino: int, name: bytes, value: bytes, flags: int, cred: Cred) -> None:
-        """The host's setxattr; setting an access ACL drops sgid for a caller outside the group."""
+    def setxattr(self, ino: int, name: bytes, value: bytes, flags: int, cred: Cred, *,
+                 kill_sgid: bool = False) -> None:
+        """The host's setxattr; setting an access ACL drops sgid for a caller outside the group,
+        or when the kernel says so (``kill_sgid``: FUSE_SETXATTR_ACL_KILL_SGID)."""
         node = self._node(ino)
         if flags & ~(XATTR_CREATE | XATTR_REPLACE):
             raise FsError(errno.EINVAL)
         self._xattr_name(name)
         os.setxattr(proc(node.fd), name, value, flags)
-        if name == fs_acl.ACCESS and not cred.root:
+        if name == fs_acl.ACCESS and (kill_sgid or not cred.root):
             st = os.fstat(node.fd)
-            if st.st_mode & stat.S_ISGID and not cred.in_group(st.st_gid):
+            if st.st_mode & stat.S_ISGID and (kill_sgid or not cred.in_group(st.st_gid)):
                 os.chmod(proc(node.fd), stat.S_IMODE(st.st_mode) & ~stat.S_ISGID)
 
     @_translated

@@ -7,6 +7,7 @@ Registered into ``mutants.MUTANTS`` when ``mutants`` is imported.
 from __future__ import annotations
 
 import errno
+import stat
 import struct
 from typing import Any
 
@@ -26,7 +27,7 @@ from protocol.layers import (
     FuseStatxOut,
     FuseWriteOut,
 )
-from targets.reference.mutants import _on, mutant
+from targets.reference.mutants import _model_inode, _on, mutant
 
 S_IFREG = 0o100000
 
@@ -273,3 +274,23 @@ def _acl_without_named(srv: Any, req: Request, result: Any) -> Any:
 mutant("acl-xattr-drops-named", "acl", "GETXATTR of an ACL answers it without its named user and "
        "group entries (an ACL kept as mode bits only)", "FUSE-ACL-001",
        result=_on({c.FUSE_GETXATTR}, _acl_without_named))
+
+
+def _note_sgid(srv: Any, req: Request) -> None:
+    node = _model_inode(srv, req.nodeid)
+    names = [bytes(layer.getfieldval("name")) for layer in req.packet.iterpayloads()
+             if isinstance(layer, FuseName)]
+    if node is not None and names and names[0] == b"system.posix_acl_access":
+        srv.mutant.notes[req.unique] = node.mode & stat.S_ISGID
+
+
+def _restore_sgid(srv: Any, req: Request, result: Any) -> Any:
+    node = _model_inode(srv, req.nodeid)
+    if node is not None and srv.mutant.notes.pop(req.unique, 0):
+        node.mode |= stat.S_ISGID
+    return result
+
+
+mutant("acl-keeps-sgid", "acl", "setting an access ACL never clears the setgid bit, whoever sets it "
+       "and whatever FUSE_SETXATTR_ACL_KILL_SGID says", "FUSE-ACL-002", "POSIX-ACL-007",
+       request=_on({c.FUSE_SETXATTR}, _note_sgid), result=_on({c.FUSE_SETXATTR}, _restore_sgid))

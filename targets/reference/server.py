@@ -672,7 +672,9 @@ def _setxattr(srv: ReferenceServer, req: Request, cred: Cred) -> None:
     name = names(req)[0]
     layer = next(p for p in req.packet.iterpayloads() if isinstance(p, FuseName))
     value = bytes(layer.payload)[: int(arg.size)]
-    srv.fs.setxattr(req.nodeid, name, value, int(arg.flags), cred)
+    extended = srv.session.proto_flags & c.FUSE_SETXATTR_EXT  # else there are no setxattr_flags
+    kill = bool(extended and int(arg.setxattr_flags or 0) & c.FUSE_SETXATTR_ACL_KILL_SGID)
+    srv.fs.setxattr(req.nodeid, name, value, int(arg.flags), cred, kill_sgid=kill)
 
 
 @handles(c.FUSE_GETXATTR)
