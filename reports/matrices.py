@@ -92,16 +92,18 @@ def _title(result: dict[str, Any], story: str) -> str:
 
 def family(target: str) -> str:
     """A target spec without its cache mode (and ref's default ``acl``): ``ref:cache=none,writeback,
-    acl`` -> ``ref``."""
+    notify,acl`` -> ``ref``."""
     name, _, options = target.partition(":")
     kept = [o for o in options.split(",")
-            if o and not o.startswith("cache=") and o not in ("writeback", "acl", "acl=on")]
+            if o and not o.startswith(("cache=", "notify")) and o not in ("writeback", "acl", "acl=on")]
     return f"{name}:{','.join(kept)}" if kept else name
 
 
 def coherency(found: list[tuple[Path, dict[str, Any]]]) -> Table:
     chosen = [(d, r) for d, r in found if _labels(r).get("epic") == "coherency" and "mode" in _params(r)]
     families = {family(_params(r).get("target", "")) for _, r in chosen}
+    scenarios = {_labels(r).get("story", "?"): _params(r)["scenario"] for _, r in chosen
+                 if _params(r).get("scenario")}  # a rule n/a in one mode has none of its own
     table: Table = {}
     for _, result in chosen:
         params, story = _params(result), _labels(result).get("story", "?")
@@ -115,7 +117,7 @@ def coherency(found: list[tuple[Path, dict[str, Any]]]) -> Table:
         text = observed or _message(result)
         if status == "skipped":
             text = _message(result)
-        row = f"{story}: {params.get('scenario') or _title(result, story)}"
+        row = f"{story}: {scenarios.get(story) or _title(result, story)}"
         _put(table, row, column, Cell(status, text, int(result.get("stop", 0))))
     return table
 

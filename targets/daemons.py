@@ -159,7 +159,8 @@ REFERENCE_MAIN = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
 
 REFERENCE_HINT = ("ref takes cache=none|auto|always, writeback, acl=on|off (on by default), mutant=NAME, "
                   "audit=FILE, record=FILE (every message on its channel, as pcap), source=DIR (serve a "
-                  "host directory) or source (serve a scratch directory the suite fills)")
+                  "host directory) or source (serve a scratch directory the suite fills), "
+                  "notify[=inval|store] (with source, mounted: tell the kernel of changes on the host)")
 
 
 def reference_argv(options: Options, *where: str) -> list[str]:
@@ -167,7 +168,7 @@ def reference_argv(options: Options, *where: str) -> list[str]:
     record=FILE`` (a bare ``source`` must be resolved to a directory first: ``reference_source``)."""
     flags: list[str] = []
     for key, value in options.items():
-        if key not in ("cache", "writeback", "acl", "mutant", "audit", "source", "record"):
+        if key not in ("cache", "writeback", "acl", "mutant", "audit", "source", "record", "notify"):
             raise TargetSpecError(f"ref: unknown option {key!r}", hint=REFERENCE_HINT)
         if key == "record":  # the daemon runs in its scratch dir: a relative name is the caller's
             if value is True:

@@ -61,7 +61,9 @@ def declared_mode(spec: TargetSpec, given: str | None) -> Mode | None:
         return Mode.parse(given)
     writeback = bool(spec.options.get("writeback"))
     if spec.kind == "daemon" and spec.name == "ref":
-        return Mode(str(spec.options.get("cache", "auto")), writeback)
+        notify = spec.options.get("notify")
+        return Mode(str(spec.options.get("cache", "auto")), writeback,
+                    None if not notify else "inval" if notify is True else str(notify))
     if spec.kind == "daemon" and spec.name == "passthrough_ll":
         return Mode(PASSTHROUGH_CACHE.get(str(spec.options.get("cache", "auto")), "auto"), writeback)
     return None

@@ -22,34 +22,47 @@ AUTO_TIMEOUT, SLACK = 1.0, 1.5
 DEADLINE = 3.0
 
 
+#: how soon a server that notifies (``notify``) must have made the kernel drop its cache
+NOTIFIED_WITHIN = 1.0
+
+
 class Expect(Enum):
     AT_ONCE = "at once"
     WITHIN = f"within {AUTO_TIMEOUT:g} s (+{SLACK:g} s)"
+    NOTIFIED = f"within {NOTIFIED_WITHIN:g} s (the server notifies)"
     STALE_OK = "may stay stale"
 
     def limit(self) -> float | None:
         """Seconds by which the change must show; None: no limit."""
-        return {Expect.AT_ONCE: 0.0, Expect.WITHIN: AUTO_TIMEOUT + SLACK}.get(self)
+        return {Expect.AT_ONCE: 0.0, Expect.WITHIN: AUTO_TIMEOUT + SLACK,
+                Expect.NOTIFIED: NOTIFIED_WITHIN}.get(self)
 
 
 @dataclass(frozen=True)
 class Mode:
+    """A cache mode; ``notify``: the server notifies the kernel of changes on the host
+    (``inval`` or ``store``, as the reference server's ``notify`` option)."""
+
     cache: str
     writeback: bool = False
+    notify: str | None = None
 
     def __post_init__(self) -> None:
         if self.cache not in MODES:
             raise ValueError(f"no cache mode {self.cache!r}; one of {', '.join(MODES)}")
 
     def __str__(self) -> str:
-        return f"cache={self.cache}" + (",writeback" if self.writeback else "")
+        notify = {None: "", "inval": ",notify", "store": ",notify=store"}[self.notify]
+        return f"cache={self.cache}" + (",writeback" if self.writeback else "") + notify
 
     @classmethod
     def parse(cls, text: str) -> Mode:
-        """``none|auto|always[,writeback]`` (a leading ``cache=`` is allowed)."""
+        """``none|auto|always[,writeback][,notify[=store]]`` (a leading ``cache=`` is allowed)."""
         parts = [p.strip() for p in text.split(",") if p.strip()]
-        cache = next((p.removeprefix("cache=") for p in parts if p != "writeback"), "auto")
-        return cls(cache, "writeback" in parts)
+        cache = next((p.removeprefix("cache=") for p in parts
+                      if p != "writeback" and not p.startswith("notify")), "auto")
+        notify = next((p.partition("=")[2] or "inval" for p in parts if p.startswith("notify")), None)
+        return cls(cache, "writeback" in parts, notify)
 
 
 #: (kind, cache) -> expectation; kinds seen through the mount, then kinds seen on the host
@@ -69,7 +82,14 @@ WRITEBACK_WHY = {
 }
 
 
+#: the kinds changed on the host, which a notifying server reports
+HOST_KINDS = ("data", "attr", "size", "name")
+
+
 def expected(kind: str, mode: Mode) -> Expect:
     if mode.writeback and kind in WRITEBACK_WHY:
         return Expect.STALE_OK
-    return _TABLE[(kind, mode.cache)]
+    found = _TABLE[(kind, mode.cache)]
+    if mode.notify and kind in HOST_KINDS and found is not Expect.AT_ONCE:
+        return Expect.NOTIFIED
+    return found

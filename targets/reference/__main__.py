@@ -44,6 +44,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mutant", help="switch on one named injected fault")
     parser.add_argument("--source", type=Path, metavar="DIR",
                         help="serve this host directory (passed through) instead of memory")
+    parser.add_argument("--notify", nargs="?", const="inval", choices=("inval", "store"),
+                        help="mounted with --source: notify the kernel of changes on the host "
+                             "(inval: INVAL_INODE/INVAL_ENTRY/DELETE; store: data by NOTIFY_STORE); "
+                             "otherwise nothing changes behind the server's back: ignored")
     parser.add_argument("--audit", type=Path, metavar="FILE",
                         help="judge every reply with the message layer's validators; findings go to FILE")
     parser.add_argument("--record", type=Path, metavar="FILE",
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     server_mutant = None if device_mutant is not None else args.mutant
     options = Options(cache=args.cache, writeback=args.writeback, acl=args.acl, mutant=server_mutant,
                       audit=str(args.audit) if args.audit else None,
-                      source=str(args.source) if args.source else None)
+                      source=str(args.source) if args.source else None, notify=args.notify)
     fs: Filesystem | HostFilesystem
     if args.source is not None:  # served as it is: no seed
         fs = HostFilesystem(args.source, acl=options.acl, writeback=options.writeback)

@@ -183,6 +183,10 @@ class HostFilesystem(LockOps):
         self.locks: dict[int, Locks] = {}
         self.next_fh = 1
         self.next_synthetic = SYNTHETIC_BASE
+        #: (parent, name) -> the nodeid a LOOKUP answered, when a watcher asks (targets.reference.notify)
+        self.names: dict[tuple[int, bytes], int] | None = None
+        #: called with each new node, under the server's lock (a watcher watches directories)
+        self.on_new_node: Callable[[Node], None] | None = None
 
     def close(self) -> None:
         """Close every fd (handles, then nodes, the root too): the filesystem is done."""
@@ -234,6 +238,8 @@ class HostFilesystem(LockOps):
             node = Node(self._nodeid_for(key), fd, key)
             self.nodes[node.nodeid] = node
             self.by_key[key] = node.nodeid
+            if self.on_new_node is not None and stat.S_ISDIR(st.st_mode):
+                self.on_new_node(node)
         node.nlookup += 1
         return self._inode(node.nodeid, st)
 
@@ -273,7 +279,10 @@ class HostFilesystem(LockOps):
             return self._entry(fd)
         if name != b"..":
             self._valid_name(name)
-        return self._entry(os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=directory.fd))
+        found = self._entry(os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=directory.fd))
+        if self.names is not None and name != b"..":
+            self.names[(parent, bytes(name))] = found.ino
+        return found
 
     def forget(self, ino: int, nlookup: int) -> None:
         """The kernel drops ``nlookup`` references; at none the fd is closed."""

@@ -9,9 +9,12 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from targets import fusedev
+from targets.reference.host import HostFilesystem
+from targets.reference.notify import HostWatch
 from targets.reference.record import Recorder
 from targets.reference.server import ReferenceServer
 
@@ -24,6 +27,15 @@ def mount_options(server: ReferenceServer) -> list[str]:
     so only ``default_permissions`` gives POSIX semantics (the server checks too)."""
     del server
     return ["allow_other", "default_permissions", f"max_read={BUFFER - 4096}"]
+
+
+def _watch(server: ReferenceServer, write: Callable[[bytes], None]) -> HostWatch | None:
+    """``notify``: the host tree's changes become notifications (targets.reference.notify)."""
+    if server.options.notify is None or not isinstance(server.fs, HostFilesystem):
+        return None
+    watch = HostWatch(server.fs, server.lock, write, server.session.notify, server.options.notify)
+    server.on_notify_reply = watch.retrieved
+    return watch.start()
 
 
 def serve_mounted(server: ReferenceServer, mountpoint: Path, record: Path | None = None) -> int:
@@ -59,10 +71,13 @@ def serve_mounted(server: ReferenceServer, mountpoint: Path, record: Path | None
 
         recorder = Recorder(record) if record is not None else None
         channel = recorder.wrap(read, write) if recorder is not None else (read, write)
+        watch = _watch(server, channel[1])
         print(f"fusecheck reference server mounted at {mountpoint}", file=sys.stderr, flush=True)
         try:
             server.serve(*channel, workers=0)
         finally:
+            if watch is not None:
+                watch.close()
             if recorder is not None:
                 recorder.close()
     return 0

@@ -81,6 +81,7 @@ from protocol.layers import (
 )
 from protocol.layers.base import fixed_size
 from protocol.layers.messages import NO_REPLY
+from protocol.layers.notify import FuseNotifyRetrieveIn
 from protocol.server import DaemonSession
 from protocol.session import KernelSession
 from targets.reference.fs import Cred, Filesystem, FsError, Inode, LockWouldBlock
@@ -128,6 +129,7 @@ class Options:
     mutant: str | None = None
     source: str | None = None  # a host directory to serve instead of memory
     audit: str | None = None  # a file for findings of the layer's validators on our own replies
+    notify: str | None = None  # with source, mounted: tell the kernel of host changes (inval|store)
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> Options:
@@ -138,7 +140,8 @@ class Options:
         return cls(cache=cache, writeback=bool(options.get("writeback", False)),
                    acl=cls.switch("acl", options.get("acl", True)), mutant=str(mutant) if mutant else None,
                    source=str(options["source"]) if options.get("source") else None,
-                   audit=str(options["audit"]) if options.get("audit") else None)
+                   audit=str(options["audit"]) if options.get("audit") else None,
+                   notify=_notify_mode(options.get("notify")))
 
     @staticmethod
     def switch(key: str, value: Any) -> bool:
@@ -162,6 +165,16 @@ class Options:
         if self.cache == "always":
             flags |= c.FUSE_CACHE_SYMLINKS
         return flags
+
+
+def _notify_mode(value: Any) -> str | None:
+    """``notify`` (bare: inval) or ``notify=inval|store``; None when absent."""
+    if value is None or value is False:
+        return None
+    mode = "inval" if value is True else str(value)
+    if mode not in ("inval", "store"):
+        raise ValueError(f"notify={value}: one of inval, store")
+    return mode
 
 
 Handler = Callable[["ReferenceServer", Request, Cred], "Part | tuple[Part, ...] | None"]
@@ -208,6 +221,8 @@ class ReferenceServer:
     encode_fast: bool = field(default=True, init=False)
     #: The express lane (targets.reference.express) for clean hot requests: off with a mutant
     express: bool = field(default=True, init=False)
+    #: Called with (notify_unique, data) for the kernel's NOTIFY_REPLY to a RETRIEVE we sent
+    on_notify_reply: Callable[[int, bytes], None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.session = DaemonSession(want=self.options.want, fast=self.fast)
@@ -262,6 +277,9 @@ class ReferenceServer:
             return session.accept_init(request)
         if session.negotiated is None:
             return session.error(request, errno.EIO)
+        if op == c.FUSE_NOTIFY_REPLY and self.on_notify_reply is not None:
+            self.on_notify_reply(request.unique, request.data(FuseNotifyRetrieveIn))
+            return None
         handler = HANDLERS.get(op)
         if handler is None:
             if op in NO_REPLY:
