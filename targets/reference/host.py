@@ -32,6 +32,7 @@ import functools
 import os
 import resource
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,9 @@ class HostFilesystem(LockOps):
         self.names: dict[tuple[int, bytes], int] | None = None
         #: called with each new node, under the server's lock (a watcher watches directories)
         self.on_new_node: Callable[[Node], None] | None = None
+        #: (parent, name) -> times the server itself made, removed or renamed that name, when a
+        #: watcher asks: its inotify events are the kernel's own doing, not news for it
+        self.own_names: dict[tuple[int, bytes], list[float]] | None = None
 
     def close(self) -> None:
         """Close every fd (handles, then nodes, the root too): the filesystem is done."""
@@ -345,6 +349,11 @@ class HostFilesystem(LockOps):
         if stat.S_IMODE(st.st_mode) != want:
             os.chmod(proc(fd), want)
 
+    def _mark_own(self, parent: int, name: bytes) -> None:
+        """Note a change of ``name`` in ``parent`` the server makes for the kernel (see own_names)."""
+        if self.own_names is not None:
+            self.own_names.setdefault((parent, bytes(name)), []).append(time.monotonic())
+
     def _make(self, parent: int, name: bytes, mode: int, cred: Cred, umask: int,
               create: Callable[[int, int], None]) -> HostInode:
         """A new entry: ``create(dir_fd, permission bits)`` makes it as root, then it is the caller's."""
@@ -353,6 +362,7 @@ class HostFilesystem(LockOps):
             raise FsError(errno.EEXIST)
         self._valid_name(name)
         perms, gid = self._new_mode(directory, mode, cred, umask)
+        self._mark_own(parent, name)
         with _no_umask():
             create(directory.fd, perms & 0o777)
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=directory.fd)
@@ -401,6 +411,7 @@ class HostFilesystem(LockOps):
         self._valid_name(newname)
         if stat.S_ISDIR(os.fstat(node.fd).st_mode):
             raise FsError(errno.EPERM)
+        self._mark_own(newparent, newname)
         os.link(proc(node.fd), newname, dst_dir_fd=directory.fd, follow_symlinks=True)
         return self._entry(os.open(proc(node.fd), os.O_PATH))
 
@@ -410,6 +421,7 @@ class HostFilesystem(LockOps):
         if name in (b".", b".."):
             raise FsError(errno.EISDIR)
         self._valid_name(name)
+        self._mark_own(parent, name)
         os.unlink(name, dir_fd=directory.fd)
 
     @_translated
@@ -420,6 +432,7 @@ class HostFilesystem(LockOps):
         if name == b"..":
             raise FsError(errno.ENOTEMPTY)
         self._valid_name(name)
+        self._mark_own(parent, name)
         os.rmdir(name, dir_fd=directory.fd)
 
     @_translated
@@ -434,6 +447,8 @@ class HostFilesystem(LockOps):
                           else errno.EBUSY)
         self._valid_name(name)
         self._valid_name(newname)
+        for where, what in ((parent, name), (newparent, newname)) * (2 if flags & RENAME_EXCHANGE else 1):
+            self._mark_own(where, what)
         _ok(_libc.renameat2(old_dir.fd, name, new_dir.fd, newname, flags))
 
     # -- listings ------------------------------------------------------------
@@ -542,6 +557,7 @@ class HostFilesystem(LockOps):
         self._valid_name(name)
         perms, gid = self._new_mode(directory, stat.S_IFREG | (mode & 0o7777), cred, umask)
         host_flags = self._host_flags(flags) | os.O_NOFOLLOW
+        self._mark_own(parent, name)
         try:
             with _no_umask():
                 fd = os.open(name, host_flags | os.O_CREAT | os.O_EXCL, perms & 0o777, dir_fd=directory.fd)

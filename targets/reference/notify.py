@@ -9,12 +9,14 @@ makes the kernel drop what it cached about it:
   FUSE_NOTIFY_RETRIEVE of it, the kernel's FUSE_NOTIFY_REPLY checked against what was stored;
 - attributes changed: FUSE_NOTIFY_INVAL_INODE with offset -1 (attributes only);
 - a name appeared: FUSE_NOTIFY_INVAL_ENTRY (a negative or stale dentry goes);
-- a name went: FUSE_NOTIFY_DELETE when the server knows which nodeid it named (it answered a
-  LOOKUP of it), and FUSE_NOTIFY_INVAL_ENTRY.
+- a name was removed: FUSE_NOTIFY_DELETE when the server knows which nodeid it named (it
+  answered a LOOKUP of it), and FUSE_NOTIFY_INVAL_ENTRY; renamed away: FUSE_NOTIFY_INVAL_ENTRY.
 
-Changes the server itself makes for the mount are seen too and notified: harmless, as the
-kernel asked for them. Notifications are written outside the server's lock, from this thread:
-the kernel may wait for a reply of the server's before it takes a notification.
+Names the server itself creates, removes or renames for the kernel are not notified (their
+events are matched with the marks the server leaves, ``HostFilesystem.own_names``); data
+and attribute changes it makes are (they only make the kernel ask again). Notifications are
+written outside the server's lock, from this thread: the kernel may wait for a reply of the
+server's before it takes a notification.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import stat
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -49,6 +52,7 @@ IN_IGNORED, IN_ONLYDIR, IN_NONBLOCK, IN_CLOEXEC = 0x8000, 0x01000000, 0o4000, 0o
 MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
 EVENT = struct.Struct("iIII")
 STORE_MAX = 1 << 16
+OWN_FOR = 2.0  # seconds an inotify event of the server's own change may take to arrive
 MODES = ("inval", "store")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -76,6 +80,7 @@ class HostWatch:
         self.fd = _inotify_init()
         self.fs.names = {}  # the server now remembers which nodeid each looked-up name gave
         self.fs.on_new_node = self._watch  # a directory is watched before the kernel hears of it
+        self.fs.own_names = {}  # names the server changes itself: their events are not news
         self.stop_r, self.stop_w = os.pipe()
         self.thread = threading.Thread(target=self._run, name="ref-notify", daemon=True)
 
@@ -143,9 +148,14 @@ class HostWatch:
         """The notifications one event calls for (under the server's lock)."""
         if not name:  # the directory itself
             return [self._inval_inode(parent, -1)] if mask & IN_ATTRIB else []
+        if mask & (IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM) and self._own(parent, name):
+            return []
         if mask & (IN_CREATE | IN_MOVED_TO):
             return [self._inval_entry(parent, name)]
-        if mask & (IN_DELETE | IN_MOVED_FROM):
+        if mask & IN_MOVED_FROM:  # the inode lives on under another name: only the dentry goes
+            (self.fs.names or {}).pop((parent, name), None)
+            return [self._inval_entry(parent, name)]
+        if mask & IN_DELETE:
             # DELETE names the child; INVAL_ENTRY after it drops the dentry also when the
             # child was not the one remembered (the kernel then refuses the DELETE: ENOENT)
             names = self.fs.names or {}
@@ -162,6 +172,19 @@ class HostWatch:
                 return self._store(nodeid)
             return [self._inval_inode(nodeid, 0)]
         return [self._inval_inode(nodeid, -1)]
+
+    def _own(self, parent: int, name: bytes) -> bool:
+        """Whether the server itself changed this name lately (its mark is used up); marks older
+        than OWN_FOR seconds are dropped, so a stale one hides no host change for long."""
+        marks = (self.fs.own_names or {}).get((parent, name))
+        now = time.monotonic()
+        while marks and now - marks[0] > OWN_FOR:
+            marks.pop(0)
+        if not marks:
+            (self.fs.own_names or {}).pop((parent, name), None)
+            return False
+        marks.pop(0)
+        return True
 
     def _child(self, parent: int, name: bytes) -> tuple[int, os.stat_result] | None:
         node = self.fs.nodes.get(parent)
