@@ -72,6 +72,16 @@ def test_expectations_cover_every_mode() -> None:
             assert all(isinstance(expected(k, Mode(cache, writeback)), Expect) for k in kinds)
     assert expected("size", Mode("auto", True)) is Expect.STALE_OK
     assert Mode.parse("cache=auto,writeback") == Mode("auto", True)
+    assert Mode.parse("always,notify=store") == Mode("always", False, "store")
+    assert expected("attr", Mode("always", notify="inval")) is Expect.NOTIFIED
+    assert expected("attr", Mode("none", notify="inval")) is Expect.AT_ONCE
+
+
+def test_acl_machine_draws_300_by_default() -> None:
+    """The issue's floor: the ACL differential rule draws at least 300 examples per default run."""
+    from conformance.profiles import ACL_RANDOM_EXAMPLES
+
+    assert ACL_RANDOM_EXAMPLES["dev"] >= 300 and ACL_RANDOM_EXAMPLES["ci"] >= 300
 
 
 def test_a_run_attaches_both_matrices(tmp_path: Path) -> None:
