@@ -91,7 +91,7 @@ def test_a_run_attaches_both_matrices(tmp_path: Path) -> None:
     done = run_conformance("ref:acl,cache=auto", "--rule=POSIX-ACL", "--rule=FUSE-ACL", "--rule=COHERENCY",
                            f"--alluredir={results}", "-n", "2")
     assert done.returncode == 0, done.stdout[-3000:]
-    for mode in ("cache=none", "cache=always", "cache=auto,writeback"):
+    for mode in ("cache=none", "cache=always", "cache=auto,writeback", "cache=always,notify"):
         again = run_conformance(f"ref:{mode}", "--rule=COHERENCY", f"--alluredir={results}", "-n", "2")
         assert again.returncode == 0, again.stdout[-3000:]
     found = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
@@ -103,6 +103,7 @@ def test_a_run_attaches_both_matrices(tmp_path: Path) -> None:
     assert chmod["cache=none"].shown == "at once"
     assert chmod["cache=always"].status == "stale"
     assert chmod["cache=auto"].shown.startswith("after ")
+    assert chmod["cache=always,notify"].status == "passed", "the server's INVAL_INODE ends the staleness"
     coherency = tables["coherency"]
     assert coherency["COHERENCY-HOST-003: host grows a file"]["cache=auto,writeback"].status == "stale"
     assert coherency["COHERENCY-MOUNT-001: mount writes, file still open"]["cache=auto"].shown == "at once"
