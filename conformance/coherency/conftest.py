@@ -15,6 +15,7 @@ import itertools
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,19 +95,26 @@ def coherent(request: pytest.FixtureRequest) -> Iterator[Coherent]:
         yield Coherent(target, target.backing, mode, spec.text or spec.name)
 
 
-@pytest.fixture
-def sides(request: pytest.FixtureRequest, coherent: Coherent) -> Iterator[Sides]:
-    """A new directory made through the mount, and where it is on the host; a watchdog aborts
-    the target's connection when the rule outlives ``--op-timeout``."""
-    labelled(coherent.mode)
-    watchdog = Watchdog(request.config.getoption("--op-timeout"), coherent.mount)
+@contextmanager
+def rule_directory(mount: MountTarget, backing: Path, op_timeout: float) -> Iterator[Sides]:
+    """A new directory made through ``mount``, and where it is in ``backing`` on the host; a
+    watchdog aborts the target's connection when the rule outlives ``op_timeout``."""
+    watchdog = Watchdog(op_timeout, mount)
     name = f"c{os.getpid()}-{next(_counter)}"
     watchdog.kick()
     try:
-        os.mkdir(coherent.path / name)
-        host = coherent.backing / name
+        os.mkdir(mount.path / name)
+        host = backing / name
         assert host.is_dir(), f"a directory made through the mount is not on the host at {host}"
-        yield Sides(coherent.path / name, host)
+        yield Sides(mount.path / name, host)
     finally:
         watchdog.stop()
-        shutil.rmtree(coherent.backing / name, ignore_errors=True)
+        shutil.rmtree(backing / name, ignore_errors=True)
+
+
+@pytest.fixture
+def sides(request: pytest.FixtureRequest, coherent: Coherent) -> Iterator[Sides]:
+    """The rule's own directory, on both sides, labelled with the mode for allure."""
+    labelled(coherent.mode)
+    with rule_directory(coherent.mount, coherent.backing, request.config.getoption("--op-timeout")) as pair:
+        yield pair

@@ -10,7 +10,6 @@ such a sender: for any other target these rules are not applicable.
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,22 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from conformance.coherency.conftest import rule_directory
 from conformance.coherency.modes import NOTIFIED_WITHIN
 from conformance.coherency.recording import NOTIFY_NAMES, Notification, Request, read
-from conformance.kernel.probe import Probe
-from conformance.posix.conftest import Watchdog
+from conformance.kernel.probe import Probe, reference_target
 from conformance.rules import rule
 from protocol import constants as c
-from targets.fusedev import FUSE_DEVICE
 from targets.mounts import ReferenceMount
-from targets.skip import require
-from targets.spec import is_cuse, is_vhost_user, parse_spec
 
 AREA = "coherency"
 SOURCE = ("linux fs/fuse/dev.c fuse_notify_inval_inode, fuse_notify_inval_entry, fuse_notify_delete, "
           "fuse_notify_store, fuse_notify_retrieve; fs/fuse/inode.c fuse_reverse_inval_inode; "
           "libfuse fuse_lowlevel.h fuse_lowlevel_notify_*")
-_counter = itertools.count()
 #: how long a message the server read or wrote may take to show in its recording
 RECORDED_WITHIN = 3.0
 
@@ -54,12 +49,7 @@ class Notifying:
 
 
 def _open(mode: str, tmp: Path, request: pytest.FixtureRequest) -> Iterator[Notifying]:
-    spec = parse_spec(request.config.getoption("--target"))
-    if spec.kind != "daemon" or spec.name != "ref" or is_vhost_user(spec) or is_cuse(spec):
-        pytest.skip(f"not applicable: the notification rules use the reference server mounted on "
-                    f"/dev/fuse as the sender; --target {spec.text or spec.name} is not that")
-    require(os.geteuid() == 0, "machine lacks root: the server is mounted with mount(2)")
-    require(os.path.exists(FUSE_DEVICE), f"machine lacks {FUSE_DEVICE}")
+    reference_target(request.config, "the notification rules")
     options: dict[str, str | bool] = {"cache": "always", "source": True, "notify": mode}
     probe = Probe(options, tmp / f"notify-{mode}.pcap", request.config.getoption("--op-timeout"))
     probe.open()
@@ -145,18 +135,10 @@ class Case:
 
 
 def _case(server: Notifying, request: pytest.FixtureRequest) -> Iterator[Case]:
-    watchdog = Watchdog(request.config.getoption("--op-timeout"), server.mount)
-    name = f"n{os.getpid()}-{next(_counter)}"
-    watchdog.kick()
     assert server.mount.backing is not None
-    try:
-        os.mkdir(server.mount.path / name)
-        yield Case(server, server.mount.path / name, server.mount.backing / name)
-    finally:
-        watchdog.stop()
-        for path in sorted((server.mount.backing / name).glob("*")):
-            path.unlink()
-        os.rmdir(server.mount.backing / name)
+    with rule_directory(server.mount, server.mount.backing,
+                        request.config.getoption("--op-timeout")) as pair:
+        yield Case(server, pair.mount, pair.host)
 
 
 @pytest.fixture

@@ -17,21 +17,13 @@ from pathlib import Path
 import pytest
 
 from conformance.kernel import workload as syscalls
-from conformance.kernel.probe import Probe, Probes, Workload
-from targets.fusedev import FUSE_DEVICE
-from targets.skip import require
-from targets.spec import is_cuse, is_vhost_user, parse_spec
+from conformance.kernel.probe import Probe, Probes, Workload, reference_target
 
 
 @pytest.fixture(scope="session")
 def ref_options(request: pytest.FixtureRequest) -> dict[str, str | bool]:
     """The ``--target ref`` options the probes start with; not applicable for any other target."""
-    spec = parse_spec(request.config.getoption("--target"))
-    if spec.kind != "daemon" or spec.name != "ref" or is_vhost_user(spec) or is_cuse(spec):
-        pytest.skip(f"not applicable: the kernel rules use the reference server mounted on /dev/fuse "
-                    f"as their probe; --target {spec.text or spec.name} is not that")
-    require(os.geteuid() == 0, "machine lacks root: the probe is mounted with mount(2)")
-    require(os.path.exists(FUSE_DEVICE), f"machine lacks {FUSE_DEVICE}")
+    spec = reference_target(request.config, "the kernel rules")
     options = {key: value for key, value in spec.options.items() if key != "record"}
     backing = request.config.getoption("--backing")
     if backing:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -18,16 +19,33 @@ from pathlib import Path
 from typing import Any
 
 import allure
+import pytest
 
 from protocol import constants as c
 from protocol.findings import Finding
 from protocol.kernel_audit import KernelAudit, Seen
 from targets import fusedev
+from targets.fusedev import FUSE_DEVICE
 from targets.mounts import ReferenceMount
 from targets.reference.record import REFUSED, REPLY, REQUEST, Recorded, RecordingTail
+from targets.skip import require
+from targets.spec import TargetSpec, is_cuse, is_vhost_user, parse_spec
 
 #: How long to wait for the kernel to act (FORGETs after an unlink); generous for a loaded machine
 SETTLE_TIMEOUT = 20.0
+
+
+def reference_target(config: pytest.Config, rules: str) -> TargetSpec:
+    """The ``--target`` spec when it is the reference server, which ``rules`` mount on /dev/fuse
+    as their probe; any other target makes them not applicable. Root and /dev/fuse are the
+    machine's to have (a skip that CI turns into a failure)."""
+    spec = parse_spec(config.getoption("--target"))
+    if spec.kind != "daemon" or spec.name != "ref" or is_vhost_user(spec) or is_cuse(spec):
+        pytest.skip(f"not applicable: {rules} use the reference server mounted on /dev/fuse as their "
+                    f"probe; --target {spec.text or spec.name} is not that")
+    require(os.geteuid() == 0, "machine lacks root: the probe is mounted with mount(2)")
+    require(os.path.exists(FUSE_DEVICE), f"machine lacks {FUSE_DEVICE}")
+    return spec
 
 
 def feed(audit: KernelAudit, records: Iterable[Recorded]) -> None:
