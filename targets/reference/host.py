@@ -350,7 +350,8 @@ class HostFilesystem(LockOps):
             os.chmod(proc(fd), want)
 
     def _mark_own(self, parent: int, name: bytes) -> None:
-        """Note a change of ``name`` in ``parent`` the server makes for the kernel (see own_names)."""
+        """Note a change of ``name`` in ``parent`` the server has just made for the kernel (see
+        own_names); made after the change, under the lock the watcher takes to read its events."""
         if self.own_names is not None:
             self.own_names.setdefault((parent, bytes(name)), []).append(time.monotonic())
 
@@ -362,9 +363,9 @@ class HostFilesystem(LockOps):
             raise FsError(errno.EEXIST)
         self._valid_name(name)
         perms, gid = self._new_mode(directory, mode, cred, umask)
-        self._mark_own(parent, name)
         with _no_umask():
             create(directory.fd, perms & 0o777)
+        self._mark_own(parent, name)
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=directory.fd)
         try:
             self._own(fd, cred, gid, perms)
@@ -411,8 +412,8 @@ class HostFilesystem(LockOps):
         self._valid_name(newname)
         if stat.S_ISDIR(os.fstat(node.fd).st_mode):
             raise FsError(errno.EPERM)
-        self._mark_own(newparent, newname)
         os.link(proc(node.fd), newname, dst_dir_fd=directory.fd, follow_symlinks=True)
+        self._mark_own(newparent, newname)
         return self._entry(os.open(proc(node.fd), os.O_PATH))
 
     @_translated
@@ -421,8 +422,8 @@ class HostFilesystem(LockOps):
         if name in (b".", b".."):
             raise FsError(errno.EISDIR)
         self._valid_name(name)
-        self._mark_own(parent, name)
         os.unlink(name, dir_fd=directory.fd)
+        self._mark_own(parent, name)
 
     @_translated
     def rmdir(self, parent: int, name: bytes, cred: Cred) -> None:
@@ -432,8 +433,8 @@ class HostFilesystem(LockOps):
         if name == b"..":
             raise FsError(errno.ENOTEMPTY)
         self._valid_name(name)
-        self._mark_own(parent, name)
         os.rmdir(name, dir_fd=directory.fd)
+        self._mark_own(parent, name)
 
     @_translated
     def rename(self, parent: int, name: bytes, newparent: int, newname: bytes, cred: Cred,
@@ -447,9 +448,9 @@ class HostFilesystem(LockOps):
                           else errno.EBUSY)
         self._valid_name(name)
         self._valid_name(newname)
+        _ok(_libc.renameat2(old_dir.fd, name, new_dir.fd, newname, flags))
         for where, what in ((parent, name), (newparent, newname)) * (2 if flags & RENAME_EXCHANGE else 1):
             self._mark_own(where, what)
-        _ok(_libc.renameat2(old_dir.fd, name, new_dir.fd, newname, flags))
 
     # -- listings ------------------------------------------------------------
     @_translated
@@ -557,10 +558,10 @@ class HostFilesystem(LockOps):
         self._valid_name(name)
         perms, gid = self._new_mode(directory, stat.S_IFREG | (mode & 0o7777), cred, umask)
         host_flags = self._host_flags(flags) | os.O_NOFOLLOW
-        self._mark_own(parent, name)
         try:
             with _no_umask():
                 fd = os.open(name, host_flags | os.O_CREAT | os.O_EXCL, perms & 0o777, dir_fd=directory.fd)
+            self._mark_own(parent, name)
         except FileExistsError:
             if flags & os.O_EXCL:
                 raise
