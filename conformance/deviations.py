@@ -184,7 +184,12 @@ KNOWN: dict[str, Deviation | tuple[Deviation, ...]] = {
 
 
 def deviation(target: str, rule_id: str, param: str = "") -> Deviation | None:
-    """The documented deviation of ``target`` from ``rule_id`` (for ``param``), if known."""
+    """The documented deviation of ``target`` from ``rule_id`` (for ``param``), if known; a
+    variant of a daemon (``passthrough_ll-asan``) has the deviations of the daemon."""
+    from targets.daemons import REGISTRY
+
+    known = REGISTRY.get(target)
+    target = known.variant_of or target if known is not None else target
     for key in (f"{rule_id}[{param}]" if param else None, rule_id):
         entries = KNOWN.get(key) if key else None
         for entry in (entries,) if isinstance(entries, Deviation) else entries or ():

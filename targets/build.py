@@ -1,6 +1,7 @@
 """Build what the shipped targets need: libfuse's example daemons and a squashfs image.
 
-Everything lands under ``<repo>/.build/`` and is rebuilt only when stale.
+Everything lands under ``<repo>/.build/`` and is rebuilt only when stale. The examples are
+built twice: ``bin/`` plain (-O2), ``asan/bin/`` with AddressSanitizer and UBSan.
 ``python -m targets.build`` builds it all and prints the paths.
 """
 
@@ -21,12 +22,38 @@ BUILD_DIR = Path(os.environ.get("FUSECHECK_BUILD_DIR", REPO / ".build"))
 EXAMPLES_DIR = Path("/usr/share/doc/libfuse3-dev/examples")
 EXAMPLES = ("hello_ll", "passthrough_ll", "cuse")
 TOOLCHAIN_HINT = "apt-get install gcc pkg-config libfuse3-dev"
+PLAIN_FLAGS = ("-O2",)
+SANITIZER_FLAGS = ("-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1")
+#: Compiled into every sanitized binary, however it is spawned (exec:, mount, cuse); the
+#: environment's ASAN_OPTIONS/UBSAN_OPTIONS still override single flags. A report goes to
+#: stderr and the process dies of SIGABRT. Leak detection is off: libfuse's examples leak
+#: at exit, and LSan needs ptrace, which containers often refuse.
+SANITIZER_DEFAULTS = {
+    "asan": "abort_on_error=1:detect_leaks=0:symbolize=1",
+    "ubsan": "print_stacktrace=1:halt_on_error=1:abort_on_error=1",
+}
 #: Bump when the generated tree changes, so images are rebuilt.
 TREE_VERSION = 1
 
 
-def bin_dir() -> Path:
-    return BUILD_DIR / "bin"
+def bin_dir(*, sanitize: bool = False) -> Path:
+    return BUILD_DIR / ("asan/bin" if sanitize else "bin")
+
+
+def sanitizer_options_source() -> Path:
+    """A C file defining ``__asan_default_options``/``__ubsan_default_options``; rewritten
+    only when SANITIZER_DEFAULTS change, so its mtime says when to rebuild."""
+    path = BUILD_DIR / "asan" / "src" / "sanitizer_options.c"
+    text = "".join(f'const char *__{kind}_default_options(void) {{ return "{value}"; }}\n'
+                   for kind, value in SANITIZER_DEFAULTS.items())
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".options.", dir=path.parent)  # whole, for parallel builds
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    return path
 
 
 def example_source(name: str, examples: Path = EXAMPLES_DIR) -> Path:
@@ -72,13 +99,16 @@ def _fresh(output: Path, *inputs: Path) -> bool:
     return all(built > path.stat().st_mtime for path in inputs)
 
 
-def build_example(name: str, *, examples: Path = EXAMPLES_DIR, force: bool = False) -> Path:
-    """Compile libfuse example ``name`` into ``.build/bin/``; skip when up to date."""
+def build_example(name: str, *, examples: Path = EXAMPLES_DIR, force: bool = False,
+                  sanitize: bool = False) -> Path:
+    """Compile libfuse example ``name`` into ``.build/bin/`` (``sanitize``: with ASan and
+    UBSan into ``.build/asan/bin/``); skip when up to date."""
     if name not in EXAMPLES:
         raise ValueError(f"not a shipped example: {name}")
     source = example_source(name, examples)
-    output = bin_dir() / name
-    if not force and _fresh(output, source):
+    output = bin_dir(sanitize=sanitize) / name
+    defaults = [sanitizer_options_source()] if sanitize else []
+    if not force and _fresh(output, source, *defaults):
         return output
     flags = _fuse3_flags()
     if source.suffix == ".gz":
@@ -87,12 +117,15 @@ def build_example(name: str, *, examples: Path = EXAMPLES_DIR, force: bool = Fal
     # Compile beside the output and rename, so parallel builds never see half a file.
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=output.parent)
     os.close(fd)
-    cmd = ["gcc", "-O2", "-Wall", f"-I{examples}", str(source), *flags, "-o", tmp]
+    optimise = SANITIZER_FLAGS if sanitize else PLAIN_FLAGS
+    cmd = ["gcc", *optimise, "-Wall", f"-I{examples}", str(source), *map(str, defaults), *flags, "-o", tmp]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         os.unlink(tmp)
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TargetNotInstalled(f"compiling {name} failed: {last}", hint=TOOLCHAIN_HINT)
+        variant = " with sanitizers" if sanitize else ""
+        hint = f"{TOOLCHAIN_HINT} libasan8 libubsan1" if sanitize else TOOLCHAIN_HINT
+        raise TargetNotInstalled(f"compiling {name}{variant} failed: {last}", hint=hint)
     os.chmod(tmp, 0o755)
     os.replace(tmp, output)
     return output
@@ -159,9 +192,11 @@ def build_squashfs_image(*, force: bool = False) -> Path:
 
 
 def build_all(*, force: bool = False) -> dict[str, Path]:
-    """Build every example and the image; name -> path."""
+    """Build every example, plain and sanitized (``NAME-asan``), and the image; name -> path."""
     built = {name: build_example(name, force=force) for name in EXAMPLES}
     built["squashfs-image"] = build_squashfs_image(force=force)
+    # Last: a compiler without libasan fails here, after the plain targets are built.
+    built |= {f"{name}-asan": build_example(name, force=force, sanitize=True) for name in EXAMPLES}
     return built
 
 

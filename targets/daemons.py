@@ -10,12 +10,13 @@ libfuse 3.14 keeps the signal as the session error and they exit non-zero.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from targets.errors import TargetNotInstalled, TargetSpecError
@@ -80,6 +81,8 @@ class DaemonEntry:
     eof_status: int | None = None
     unservable: str | None = None
     notes: tuple[str, ...] = ()
+    #: The entry this one rebuilds (``passthrough_ll`` for ``passthrough_ll-asan``).
+    variant_of: str | None = None
 
     def check_installed(self) -> None:
         for requirement in self.requires:
@@ -112,17 +115,17 @@ def populate(root: Path) -> None:
     (root / "link").symlink_to("hello.txt")
 
 
-def _hello_ll(scratch: Path, options: Options) -> Instance:
+def _hello_ll(scratch: Path, options: Options, *, sanitize: bool = False) -> Instance:
     from targets import build
 
-    binary = build.build_example("hello_ll")
+    binary = build.build_example("hello_ll", sanitize=sanitize)
     return Instance((str(binary), "-f", *mount_options(options), "/dev/fd/{fd}"))
 
 
-def _passthrough_ll(scratch: Path, options: Options) -> Instance:
+def _passthrough_ll(scratch: Path, options: Options, *, sanitize: bool = False) -> Instance:
     from targets import build
 
-    binary = build.build_example("passthrough_ll")
+    binary = build.build_example("passthrough_ll", sanitize=sanitize)
     source = scratch / "source"
     populate(source)
     opts = mount_options(options, f"source={source}")
@@ -218,7 +221,14 @@ def _reference(scratch: Path, options: Options) -> Instance:
     return Instance(tuple(reference_argv(resolved, "--fd", "{fd}")), backing=source)
 
 
-REGISTRY: dict[str, DaemonEntry] = {
+def sanitized(entry: DaemonEntry, setup: Callable[[Path, Options], Instance]) -> DaemonEntry:
+    """``NAME-asan``: ``entry`` with its example built with ASan and UBSan (``targets.build``),
+    which print a report to stderr and die of SIGABRT; ``setup`` differs only in the binary."""
+    return replace(entry, name=f"{entry.name}-asan", summary=f"{entry.summary}; built with ASan+UBSan",
+                   setup=setup, variant_of=entry.name)
+
+
+_PLAIN: dict[str, DaemonEntry] = {
     entry.name: entry
     for entry in (
         DaemonEntry(
@@ -272,3 +282,8 @@ REGISTRY: dict[str, DaemonEntry] = {
         ),
     )
 }
+_SANITIZED = (
+    sanitized(_PLAIN["hello_ll"], functools.partial(_hello_ll, sanitize=True)),
+    sanitized(_PLAIN["passthrough_ll"], functools.partial(_passthrough_ll, sanitize=True)),
+)
+REGISTRY: dict[str, DaemonEntry] = _PLAIN | {entry.name: entry for entry in _SANITIZED}

@@ -65,7 +65,7 @@ def declared_mode(spec: TargetSpec, given: str | None) -> Mode | None:
         notify = spec.options.get("notify")
         return Mode(str(spec.options.get("cache", "auto")), writeback,
                     None if not notify else "inval" if notify is True else str(notify))
-    if spec.kind == "daemon" and spec.name == "passthrough_ll":
+    if spec.kind == "daemon" and spec.name in ("passthrough_ll", "passthrough_ll-asan"):
         return Mode(PASSTHROUGH_CACHE.get(str(spec.options.get("cache", "auto")), "auto"), writeback)
     return None
 
