@@ -1,8 +1,14 @@
-"""``python -m fuzz``: replay and show saved findings.
+"""``python -m fuzz``: run campaigns, replay and show findings, measure the request rate.
 
-- ``replay FILE --target SPEC``: send the saved sequence to a fresh instance of SPEC and
-  say whether it still reproduces (exit status 1), or not (0); 2 for a usage error.
-- ``show FILE``: the saved sequence, one line per message, and its notes.
+- ``run --target SPEC --duration 8h --jobs N [--db redis://HOST:PORT]``: a campaign with a
+  live progress line and a summary (``fuzz.run``); exit status 0 nothing found, 1 findings,
+  2 usage error (or no campaign for the target), 3 the campaign could not run.
+- ``replay FINDING --target SPEC``: a finding directory (``finding.json``) or a saved pcap
+  replayed against a fresh instance of SPEC; exit status 1 when it still reproduces, 0 when
+  not, 2 for a usage error.
+- ``show FILE``: a saved sequence, one line per message, and its notes.
+- ``bench --target SPEC``: the campaign's request rate on 1 and 2 workers next to a C
+  client's round trips against the same daemon (``fuzz.bench``).
 """
 
 from __future__ import annotations
@@ -11,8 +17,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from fuzz.replay import replay
-from fuzz.reproducer import describe, load
 from protocol.pcap import PcapError
 from targets.errors import TargetError
 from targets.spec import parse_spec
@@ -21,13 +25,58 @@ from targets.spec import parse_spec
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    again = commands.add_parser("replay", help="replay a saved finding against a target")
+    from fuzz import run as running
+
+    running.add_arguments(commands.add_parser("run", help="run a fuzz campaign"))
+    again = commands.add_parser("replay", help="replay a finding or a saved pcap against a target")
     again.add_argument("file", type=Path)
     again.add_argument("--target", required=True, help="the target spec, as for pytest --target")
-    again.add_argument("--reply-timeout", type=float, default=5.0, help="seconds per reply")
+    again.add_argument("--reply-timeout", type=float, default=2.0, help="seconds per reply")
     show = commands.add_parser("show", help="print a saved finding")
     show.add_argument("file", type=Path)
+    bench = commands.add_parser("bench", help="the campaign's request rate against a C client's")
+    bench.add_argument("--target", default="hello_ll")
+    bench.add_argument("--seconds", type=float, default=10.0, help="per measurement")
     args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            parse_spec(args.target)
+            return running.run(args)
+        if args.command == "bench":
+            from fuzz.bench import main as bench_main
+
+            return bench_main(args.target, args.seconds)
+        if args.command == "replay" and _is_finding(args.file):
+            return _replay_finding(args)
+        return _saved(args)
+    except (TargetError, ValueError) as exc:
+        print(f"python -m fuzz: {exc}", file=sys.stderr)
+        return 2
+
+
+def _is_finding(path: Path) -> bool:
+    return (path / "finding.json").exists() or path.name == "finding.json"
+
+
+def _replay_finding(args: argparse.Namespace) -> int:
+    import fuzz.test_campaign  # noqa: F401  (registers every campaign)
+    from fuzz.replay import replay_finding
+
+    outcome = replay_finding(args.file, parse_spec(args.target), timeout=args.reply_timeout)
+    print("\n".join(outcome.lines))
+    if outcome.reproduced:
+        print(f"REPRODUCED against {args.target}:")
+        print("\n".join(f"- {problem}" for problem in outcome.problems))
+        return 1
+    print(f"not reproduced: {args.target} came through the finding's sequence unharmed")
+    return 0
+
+
+def _saved(args: argparse.Namespace) -> int:
+    """A pcap of a conformance machine's failure (``show`` any pcap)."""
+    from fuzz.replay import replay
+    from fuzz.reproducer import describe, load
+
     try:
         exchanges, notes = load(args.file)
     except (OSError, PcapError) as exc:
@@ -36,13 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     for text in notes:
         print(f"recorded: {text}")
     if args.command == "show":
-        print(describe(exchanges))
+        try:
+            print(describe(exchanges))
+        except Exception:  # a fuzz finding's broken messages: as scapy reads them
+            from fuzz.findings import dissect
+
+            print(dissect(exchanges))
         return 0
-    try:
-        outcome = replay(exchanges, parse_spec(args.target), timeout=args.reply_timeout)
-    except (TargetError, ValueError) as exc:
-        print(f"python -m fuzz: {exc}", file=sys.stderr)
-        return 2
+    outcome = replay(exchanges, parse_spec(args.target), timeout=args.reply_timeout)
     print("\n".join(outcome.lines))
     if outcome.reproduced:
         print(f"REPRODUCED against {args.target}:")

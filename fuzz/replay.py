@@ -7,17 +7,29 @@ and CREATE), so a daemon that hands out pointers as nodeids (libfuse) replays to
 Each live reply is judged by the model of the namespace (``conformance.protocol.model``);
 the finding reproduces when the model finds a problem, a reply does not come, or the
 daemon dies.
+
+A fuzz finding (a directory with ``finding.json``) replays by ``replay_finding``: its
+hypothesis database entry runs the shrunk example's steps again, judged by the fuzz oracles.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from hypothesis import Phase, settings
+from hypothesis.database import InMemoryExampleDatabase
 from scapy.packet import Packet
 
 from conformance.protocol.model import Model, parse_request
-from fuzz.reproducer import Exchange
+from fuzz import findings
+from fuzz.hostile import VALID, Twist
+from fuzz.reproducer import Exchange, load
+from fuzz.stage import CAMPAIGNS, Campaign, Stage
+from fuzz.stats import Tally
+from fuzz.verdict import Defect
 from protocol import constants as c
 from protocol.errors import RemoteProtocolError
 from protocol.events import Reply
@@ -154,3 +166,88 @@ def _run(conn: KernelConnection, exchanges: list[Exchange], outcome: Outcome) ->
             mapping.learn(old.body, reply.body)
             if call.opcode == c.FUSE_READDIRPLUS:
                 mapping.learn_listing(old.body, reply.body)
+
+
+def replay_finding(directory: Path, spec: TargetSpec, *, timeout: float = 2.0) -> Outcome:
+    """A fuzz finding again, on a fresh instance of ``spec``: its hypothesis database entry
+    runs the same steps (the machine picks nodeids and handles by position, so the target's
+    own values need no mapping); without an entry, the pcap's messages go out as recorded."""
+    finding, pcap_path = findings.load(directory)
+    outcome = Outcome(lines=[f"finding: {finding.headline()}", f"recorded: {finding.explanation[:300]}"])
+    campaign = CAMPAIGNS[finding.campaign]
+    if finding.database_entry:
+        outcome.lines.append("replaying the hypothesis database entry (the shrunk example's steps)")
+        defect = _replay_entry(campaign, spec, finding, timeout)
+    else:
+        outcome.lines.append("no database entry: replaying the pcap's messages as recorded")
+        defect = _replay_messages(campaign, spec, pcap_path, timeout)
+    if defect is not None:
+        same = "the same" if defect.signature == finding.signature else "another"
+        outcome.problems.append(f"{same} defect: {defect}")
+    return outcome
+
+
+def _replay_entry(campaign: Campaign, spec: TargetSpec, finding: findings.Finding,
+                  timeout: float) -> Defect | None:
+    from fuzz.campaign import Runner
+
+    database = InMemoryExampleDatabase()
+    database.save(bytes.fromhex(finding.database_key), bytes.fromhex(finding.database_entry))
+    with tempfile.TemporaryDirectory() as scratch:
+        runner = Runner(campaign, spec, Tally(), Path(scratch), database, deadline=timeout)
+        chosen = settings(runner.settings(first=True), phases=[Phase.reuse], max_examples=1,
+                          database=database)
+        test = runner.test(chosen)
+        try:
+            test()
+        except Defect as defect:
+            return defect
+        finally:
+            runner.close()
+    return None
+
+
+def _replay_messages(campaign: Campaign, spec: TargetSpec, pcap_path: Path, timeout: float) -> Defect | None:
+    """The recorded requests in order (nodeids and handles mapped from the recorded replies
+    to the live ones); a request recorded without a reply is sent without waiting."""
+    from fuzz.fuse import FuseFuzzMachine
+
+    if campaign.name != "fuse":
+        raise ValueError(f"a {campaign.name} finding replays from its database entry only")
+    exchanges, _ = load(pcap_path)
+    stage = campaign.open(spec, timeout, Tally())
+    machine = FuseFuzzMachine(stage)
+    mapping = Mapping()
+    recorded = KernelSession()
+    try:
+        for exchange in exchanges[1:]:
+            recorded.observe(exchange.request)
+            data = _mapped(mapping, exchange.request, stage)
+            opcode = int.from_bytes(data[4:8], "little") if len(data) >= 8 else 0
+            twist = Twist("boundary" if exchange.reply is not None else "malformed", "as recorded")
+            live = machine.exchange(opcode, data, twist)
+            if exchange.reply is not None and live is not None:
+                try:
+                    old = recorded.receive(exchange.reply)
+                except RemoteProtocolError:
+                    continue
+                if isinstance(old, Reply):
+                    mapping.learn(old.body, live.body)
+        machine.probe("the sequence", VALID, "the whole sequence")
+        machine.watch.check("the sequence", "valid", "the whole sequence")
+    except Defect as defect:
+        return defect
+    finally:
+        stage.close()
+    return None
+
+
+def _mapped(mapping: Mapping, data: bytes, stage: Stage) -> bytes:
+    session = stage.conn.session
+    try:
+        return mapping.rewrite(data, session.proto_minor, session.proto_flags)
+    except Exception:  # a broken request: map the header's nodeid only
+        if len(data) < IN_HEADER:
+            return data
+        nodeid = int.from_bytes(data[16:24], "little")  # fuse_in_header.nodeid
+        return data[:16] + mapping.nodeids.get(nodeid, nodeid).to_bytes(8, "little") + data[24:]

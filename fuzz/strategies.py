@@ -179,6 +179,11 @@ def _header(cls: type[Packet], **fixed: Any) -> SearchStrategy[Packet]:
     return fields_for(cls).map(lambda fields: cls(**{**fields, **fixed}))
 
 
+def bodies(opcode: int) -> SearchStrategy[list[Packet]]:
+    """The body parts of a valid request with ``opcode``, counts and sizes consistent."""
+    return _parts(REQUEST_LAYERS[opcode]).map(_consistent)
+
+
 def requests(opcode: int) -> SearchStrategy[Packet]:
     """``FuseInHeader/body...`` of a valid request with ``opcode`` (REQUEST_LAYERS)."""
     head = _header(header.FuseInHeader, opcode=opcode, len=None)
@@ -205,5 +210,5 @@ def notifications(code: int) -> SearchStrategy[Packet]:
 
 
 __all__ = [
-    "error_replies", "fields_for", "names", "notifications", "packets", "replies", "requests",
+    "bodies", "error_replies", "fields_for", "names", "notifications", "packets", "replies", "requests",
 ]

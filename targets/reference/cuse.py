@@ -21,6 +21,7 @@ from scapy.packet import Raw
 
 from protocol import constants as c
 from protocol.events import Request
+from protocol.layers.messages import NO_REPLY
 from protocol.layers.notify import FuseNotifyPollWakeupOut
 from protocol.layers.structs import (
     FuseIoctlIn,
@@ -36,6 +37,7 @@ from protocol.layers.structs import (
     FuseWriteOut,
 )
 from protocol.server import DaemonSession
+from targets.reference.server import MALFORMED
 
 CAPACITY = 64 * 1024
 MAX_MESSAGE = (1 << 20) + 4096
@@ -90,7 +92,10 @@ class FifoDevice:
         request = self.session.receive(raw)
         opcode, session = request.opcode, self.session
         with self.lock:
-            if opcode == c.CUSE_INIT:
+            if any(f.code in MALFORMED for f in request.findings):  # what no kernel sends
+                if opcode not in NO_REPLY:
+                    self.send(session.error(request, errno.EINVAL))
+            elif opcode == c.CUSE_INIT:
                 info = b"NAME=x\0" if self.mutant == "no-devname" else f"DEVNAME={self.devname}\0".encode()
                 self.send(session.accept_cuse_init(
                     request, info, flags=c.CUSE_UNRESTRICTED_IOCTL,

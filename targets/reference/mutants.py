@@ -438,4 +438,5 @@ def applied(name: str | None) -> Applied:
 
 
 
-from targets.reference import mutants_wire  # noqa: E402, F401  (registers the wire mutants)
+# the wire mutants, and those only the fuzzer finds, register themselves
+from targets.reference import mutants_fuzz, mutants_wire  # noqa: E402, F401

@@ -93,7 +93,8 @@ CACHE_TIMEOUTS = {"none": 0.0, "auto": 1.0, "always": 86400.0}
 _VALID = {mode: (int(seconds), int(seconds % 1 * NS)) for mode, seconds in CACHE_TIMEOUTS.items()}
 CACHE_OPEN_FLAGS = {"none": c.FOPEN_DIRECT_IO, "auto": 0, "always": c.FOPEN_KEEP_CACHE}
 #: Request findings after which the request cannot be served: EINVAL
-MALFORMED = frozenset({"request.body-size", "request.name", "request.write-size", "request.extlen"})
+MALFORMED = frozenset({"request.body-size", "request.name", "request.write-size", "request.extlen",
+                       "request.short", "request.len-mismatch"})
 BASE_WANT = (c.FUSE_ASYNC_READ | c.FUSE_POSIX_LOCKS | c.FUSE_FLOCK_LOCKS | c.FUSE_ATOMIC_O_TRUNC
              | c.FUSE_BIG_WRITES | c.FUSE_DONT_MASK | c.FUSE_MAX_PAGES | c.FUSE_SETXATTR_EXT
              | c.FUSE_HANDLE_KILLPRIV_V2 | c.FUSE_INIT_EXT | c.FUSE_DO_READDIRPLUS
@@ -458,10 +459,14 @@ def fuse_attr(inode: Inode) -> FuseAttr:
     return FuseAttr(**fields)
 
 
+U64 = (1 << 64) - 1
+
+
 def attr_values(inode: Inode) -> tuple[int, ...]:
     """fuse_attr's fields for ``inode``, in ``ATTR_NAMES`` order."""
     atime, mtime, ctime = divmod(inode.atime, NS), divmod(inode.mtime, NS), divmod(inode.ctime, NS)
-    return (inode.ino, inode.size, inode.blocks, atime[0], mtime[0], ctime[0], atime[1], mtime[1],
+    seconds = (atime[0] & U64, mtime[0] & U64, ctime[0] & U64)  # before 1970: two's complement
+    return (inode.ino, inode.size, inode.blocks, *seconds, atime[1], mtime[1],
             ctime[1], inode.mode, inode.nlink, inode.uid, inode.gid, inode.rdev, 4096)
 
 
@@ -538,6 +543,14 @@ def _getattr(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     return srv.attr_out(srv.fs.getattr(req.nodeid))
 
 
+def _stamp(seconds: int, nsec: int) -> int:
+    """A time from the wire (seconds as the kernel's signed 64 bits) in ns; EINVAL for a
+    nanosecond count past a second, as utimensat(2)."""
+    if nsec >= NS:
+        raise FsError(errno.EINVAL)
+    return (seconds - (1 << 64) if seconds >= 1 << 63 else seconds) * NS + nsec
+
+
 @handles(c.FUSE_SETATTR)
 def _setattr(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     arg = req.layer(FuseSetattrIn)
@@ -550,13 +563,12 @@ def _setattr(srv: ReferenceServer, req: Request, cred: Cred) -> Part:
     if valid & c.FATTR_GID:
         changes["gid"] = int(arg.gid)
     if valid & c.FATTR_SIZE:
+        if int(arg.size) >= 1 << 63:  # a negative loff_t: truncate(2) says EINVAL
+            raise FsError(errno.EINVAL)
         changes["size"] = int(arg.size)
-    if valid & c.FATTR_ATIME:
-        changes["atime"] = int(arg.atime) * NS + int(arg.atimensec)
-    if valid & c.FATTR_MTIME:
-        changes["mtime"] = int(arg.mtime) * NS + int(arg.mtimensec)
-    if valid & c.FATTR_CTIME:
-        changes["ctime"] = int(arg.ctime) * NS + int(arg.ctimensec)
+    for bit, name in ((c.FATTR_ATIME, "atime"), (c.FATTR_MTIME, "mtime"), (c.FATTR_CTIME, "ctime")):
+        if valid & bit:
+            changes[name] = _stamp(int(getattr(arg, name)), int(getattr(arg, name + "nsec")))
     if valid & c.FATTR_FH:  # ftruncate: checked against the open file, not the mode bits
         changes["fh"] = int(arg.fh)
     return srv.attr_out(srv.fs.setattr(

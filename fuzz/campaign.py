@@ -1,0 +1,203 @@
+"""Run a campaign until a deadline: batches of hypothesis examples, each batch with a seed
+of its own, on one target instance reused while it stays healthy.
+
+A batch that fails has found something: hypothesis has shrunk it and ran the smallest
+example last, so the stage's trail is the reproducer. The runner keeps one finding per
+signature (``fuzz.findings``), opens a fresh target and goes on; later batches skip the
+database (``Phase.reuse``) so a known finding does not stop the campaign again. The first
+batch does reuse it: a finding saved by any campaign sharing the database replays at once.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import settings as Settings
+from hypothesis.database import ExampleDatabase
+from hypothesis.errors import Flaky
+from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test
+
+from fuzz import verdict
+from fuzz.findings import Finding, keep
+from fuzz.stage import Campaign, Stage
+from fuzz.stats import Tally
+from fuzz.verdict import Defect
+from targets.errors import TargetError
+from targets.spec import TargetSpec
+
+#: Debian packages the named targets come from, for the version a finding records.
+PACKAGES = {"passthrough_ll": "libfuse3-dev", "hello_ll": "libfuse3-dev", "fuse-overlayfs": "fuse-overlayfs",
+            "squashfuse_ll": "squashfuse", "virtiofsd": "qemu-system-common", "cuse-example": "libfuse3-dev"}
+
+
+class Recorded(ExampleDatabase):
+    """A database that remembers the last entry saved (the failing example's choices)."""
+
+    def __init__(self, inner: ExampleDatabase) -> None:
+        super().__init__()
+        self.inner = inner
+        self.last: tuple[bytes, bytes] | None = None
+
+    def save(self, key: bytes, value: bytes) -> None:
+        if not key.endswith((b".secondary", b".pareto")):
+            self.last = (key, value)
+        self.inner.save(key, value)
+
+    def fetch(self, key: bytes) -> Any:
+        return self.inner.fetch(key)
+
+    def delete(self, key: bytes, value: bytes) -> None:
+        self.inner.delete(key, value)
+
+    def move(self, src: bytes, dest: bytes, value: bytes) -> None:
+        self.inner.move(src, dest, value)
+
+
+def package_version(spec: TargetSpec) -> str:
+    package = PACKAGES.get(spec.name)
+    if package is None:
+        return "fusecheck reference server" if spec.name == "ref" else "unknown"
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
+                             text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    return f"{package} {out}".strip()
+
+
+def _minor(stage: Stage) -> str:
+    negotiated = getattr(getattr(stage.conn, "session", None), "negotiated", None)
+    return f"FUSE 7.{negotiated.minor}" if negotiated is not None else "FUSE ?"
+
+
+@dataclass
+class Runner:
+    campaign: Campaign
+    spec: TargetSpec
+    tally: Tally
+    findings_dir: Path
+    database: ExampleDatabase | None = None
+    deadline: float = 2.0  # seconds per reply
+    steps: int = 25  # steps per example
+    batch: int = 50  # examples per seed
+    kept: dict[str, Path] = field(default_factory=dict)  # signature -> finding directory
+    errors: list[str] = field(default_factory=list)  # the suite's own failures (harness errors)
+    on_finding: Callable[[Finding, Path], None] | None = None
+    stop_after: int | None = None  # findings after which the campaign ends (None: run on)
+    stage: Stage | None = None
+    _defects_seen: int = 0
+    _started: float = field(default_factory=time.monotonic)
+    version: str = ""
+
+    # -- the stage --------------------------------------------------------------
+    def ready(self) -> Stage:
+        """The stage for the next example: reopened after a defect or when unfit."""
+        failed = len(verdict.RAISED) != self._defects_seen
+        self._defects_seen = len(verdict.RAISED)
+        if self.stage is not None and (failed or not self.campaign.healthy(self.stage)):
+            self.close()
+            self.tally.restarts += 1
+        if self.stage is None:
+            self.stage = self.campaign.open(self.spec, self.deadline, self.tally)
+            if not self.version:
+                self.version = f"{package_version(self.spec)}; {_minor(self.stage)}"
+        self.stage.trail.clear()
+        self.tally.examples += 1
+        self.tally.flush()
+        return self.stage
+
+    def machine(self) -> RuleBasedStateMachine:
+        return self.campaign.machine(self.ready())
+
+    def close(self) -> None:
+        if self.stage is not None:
+            try:
+                self.stage.close()
+            except TargetError:
+                pass
+            self.stage = None
+
+    # -- batches ----------------------------------------------------------------
+    def settings(self, first: bool) -> Settings:
+        phases = [Phase.explicit, Phase.generate, Phase.shrink]
+        if first:
+            phases.insert(1, Phase.reuse)
+        return settings(max_examples=self.batch, stateful_step_count=self.steps, deadline=None,
+                        database=Recorded(self.database) if self.database is not None else None,
+                        phases=phases, derandomize=False, report_multiple_bugs=False,
+                        suppress_health_check=list(HealthCheck))
+
+    def test(self, chosen: Settings) -> Any:
+        """The state machine as hypothesis runs it, under a database key of its own (a seeded
+        test has none by default, and every campaign's factory has the same source)."""
+        test: Any = get_state_machine_test(self.machine, settings=chosen)  # type: ignore[arg-type]
+        test._hypothesis_internal_database_key = b"fusecheck-fuzz:" + self.campaign.name.encode()
+        return test
+
+    def run_batch(self, seed: int, *, first: bool) -> Finding | None:
+        chosen = self.settings(first)
+        test = self.test(chosen)
+        test._hypothesis_internal_use_seed = seed  # as @seed does, but keeping the database
+        before = len(verdict.RAISED)
+        try:
+            test()
+        except Defect as defect:
+            return self.record(defect, seed, chosen.database)
+        except Flaky:
+            if len(verdict.RAISED) > before:  # it failed once, then not again: keep the first
+                return self.record(verdict.RAISED[before], seed, chosen.database, flaky=True)
+            raise
+        except TargetError as exc:  # the target cannot even be started: the campaign cannot go on
+            raise exc
+        finally:
+            self.tally.flush(force=True)
+        return None
+
+    def record(self, defect: Defect, seed: int, database: Any, *, flaky: bool = False) -> Finding | None:
+        stage = self.stage
+        exchanges = ([stage.init] if stage is not None and stage.init is not None else []) + (
+            list(stage.trail) if stage is not None else [])
+        stderr = stage.extra["watch"].stderr(20_000) if stage is not None and "watch" in stage.extra else ""
+        self.close()  # the next batch starts on a fresh instance
+        if defect.signature in self.kept:
+            return None
+        finding = Finding.of(defect, target=self.spec.text, version=self.version,
+                             campaign=self.campaign.name, seed=seed)
+        finding.after_seconds = round(time.monotonic() - self._started, 2)
+        finding.after_examples = self.tally.examples
+        if flaky:
+            finding.explanation += ("\n(hypothesis could not make it fail again on the same "
+                                    "sequence: it depends on timing or on earlier examples)")
+        saved = getattr(database, "last", None)
+        if saved is not None:
+            finding.database_key, finding.database_entry = saved[0].hex(), saved[1].hex()
+        directory = keep(self.findings_dir, finding, exchanges, stderr)
+        self.kept[defect.signature] = directory
+        self.tally.findings += 1
+        self.tally.flush(force=True)
+        if self.on_finding is not None:
+            self.on_finding(finding, directory)
+        return finding
+
+    def run(self, seconds: float, *, seed: int | None = None, max_batches: int | None = None) -> None:
+        """Batches until ``seconds`` have passed (or ``max_batches`` ran)."""
+        self._started = time.monotonic()
+        end = self._started + seconds
+        draw = random.Random(seed)
+        batches = 0
+        try:
+            while time.monotonic() < end and (max_batches is None or batches < max_batches):
+                if self.stop_after is not None and len(self.kept) >= self.stop_after:
+                    break
+                self.run_batch(draw.getrandbits(64), first=batches == 0)
+                batches += 1
+        finally:
+            self.close()
+            self.tally.flush(force=True)

@@ -1,0 +1,547 @@
+"""The FUSE campaign: valid work interleaved with near-valid and malformed requests, in the
+kernel's role, over a socket or a virtio-fs queue.
+
+The machine keeps what the kernel would know (the nodeids it was given and how often, the
+open handles, the names it made) and sends requests only with those, as the kernel does:
+a libfuse daemon's nodeids and directory handles are pointers, so a nodeid it never gave
+out is a crash nobody could cause. Past a trust boundary (virtio-fs: the guest drives the
+device) and for the reference server, ``wild`` ids are drawn too.
+
+After every message: the process lives; a reply that is due comes within the deadline and
+is well formed (``Reply.findings``; for a malformed request only its framing is judged);
+after a near-valid or malformed one, GETATTR of the root is still answered. Silence is
+right for FORGET and allowed for a malformed request; so is an orderly exit (libfuse ends
+its loop on a short read), which ends the stage without a finding.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import time
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+from scapy.packet import Packet, Raw
+
+from fuzz import burst, strategies
+from fuzz.hostile import VALID, Twist, boundary, frame, malformed
+from fuzz.reproducer import Exchange
+from fuzz.stage import Campaign, Stage, register
+from fuzz.stats import Tally
+from fuzz.verdict import Defect
+from fuzz.watch import Watch
+from protocol import constants as c
+from protocol.errors import RemoteProtocolError
+from protocol.events import Reply
+from protocol.layers.base import fixed_size
+from protocol.layers.messages import NO_REPLY, REQUEST_LAYERS
+from protocol.layers.structs import (
+    FuseCreateIn,
+    FuseForgetIn,
+    FuseGetattrIn,
+    FuseMkdirIn,
+    FuseMknodIn,
+    FuseOpenIn,
+    FuseReleaseIn,
+)
+from protocol.layers.variable import FuseName
+from protocol.session import Pending
+from protocol.sizes import request_layers_at
+from targets.capabilities import serves_wire
+from targets.connection import DaemonDied, KernelConnection, MalformedReply, NoReply, UnexpectedReply
+from targets.errors import TargetDied, TargetError
+from targets.spec import TargetSpec, is_cuse, is_vhost_user
+from targets.wire import wire_target
+
+ROOT = c.FUSE_ROOT_ID
+NAMES = (b"a", b"b", b"c", b"d")
+BURST = 32  # copies of a request in flight together (``burst``)
+INDEX = st.integers(0, 255)  # which of the known nodeids / handles / names (modulo their count)
+#: Opcodes the generic rules draw: all but the ones with rules of their own and those that
+#: belong to other sessions (CUSE_INIT) or need a request in flight (INTERRUPT).
+SPECIAL = {c.FUSE_INIT, c.FUSE_DESTROY, c.FUSE_FORGET, c.FUSE_BATCH_FORGET, c.FUSE_INTERRUPT,
+           c.FUSE_NOTIFY_REPLY, c.CUSE_INIT, c.FUSE_RELEASE, c.FUSE_RELEASEDIR}
+DRAWN = sorted(op for op in REQUEST_LAYERS if op not in SPECIAL and op in c.OPCODE_NAMES)
+DIR_OPS = {c.FUSE_LOOKUP, c.FUSE_MKDIR, c.FUSE_MKNOD, c.FUSE_CREATE, c.FUSE_SYMLINK, c.FUSE_UNLINK,
+           c.FUSE_RMDIR, c.FUSE_RENAME, c.FUSE_RENAME2, c.FUSE_LINK, c.FUSE_OPENDIR, c.FUSE_TMPFILE}
+MAKERS = {c.FUSE_MKDIR, c.FUSE_MKNOD, c.FUSE_CREATE, c.FUSE_SYMLINK, c.FUSE_LINK, c.FUSE_TMPFILE}
+DIR_FH_OPS = {c.FUSE_READDIR, c.FUSE_READDIRPLUS, c.FUSE_FSYNCDIR}
+FILE_FH_OPS = {c.FUSE_READ, c.FUSE_WRITE, c.FUSE_FLUSH, c.FUSE_FSYNC, c.FUSE_FALLOCATE, c.FUSE_LSEEK,
+               c.FUSE_COPY_FILE_RANGE, c.FUSE_COPY_FILE_RANGE_64, c.FUSE_GETLK, c.FUSE_SETLK,
+               c.FUSE_SETLKW, c.FUSE_POLL, c.FUSE_IOCTL}
+#: Fields whose size the kernel bounds (max_read, max_write, a page of names): valid draws stay
+#: under this; past it is the boundary rule's work. Lengths stay small so that nothing a
+#: target does with them can fill the host (fallocate, copy_file_range).
+SIZE_FIELDS = {"size", "in_size", "out_size", "len", "length", "count"}
+MAX_VALID_SIZE = 128 * 1024
+#: What a MKNOD may make: never a device node (root could then write any disk through it).
+SAFE_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK)
+#: Fields that name what the target handed out: at a boundary only past a trust boundary
+ID_FIELDS = ("fh", "fh_in", "fh_out", "nodeid", "oldnodeid", "newdir", "nodeid_out")
+WIRE_FINDINGS = ("reply.len-mismatch", "reply.error-range", "reply.body-after-error", "reply.short",
+                 "reply.unknown-unique")
+
+
+@dataclass
+class Node:
+    nodeid: int
+    is_dir: bool
+    lookups: int = 1
+
+
+def _name(opcode: int) -> str:
+    return c.OPCODE_NAMES.get(opcode, f"opcode {opcode:#x}")
+
+
+def _outcome(reply: Reply) -> str:
+    if not reply.error:
+        return "ok"
+    return os.strerror(-reply.error) if -reply.error < 4096 else str(reply.error)
+
+
+class FuseFuzzMachine(RuleBasedStateMachine):
+    def __init__(self, stage: Stage) -> None:
+        super().__init__()
+        self.stage = stage
+        self.conn: KernelConnection = stage.conn
+        self.tally: Tally = stage.tally
+        self.watch: Watch = stage.extra["watch"]
+        self.wild: bool = stage.extra.get("wild", False)
+        self.nodes: dict[int, Node] = {ROOT: Node(ROOT, True, 0)}
+        self.fhs: list[tuple[int, int]] = []  # (fh, nodeid) of open files
+        self.dir_fhs: list[tuple[int, int]] = []
+        self.made: list[tuple[int, bytes]] = []  # (parent, name) this example made
+        self.own: list[int] = []  # directories this example made: where it changes names
+        self.home = ROOT
+        self.serial = 0
+        self.destroyed = False
+        self.broke_framing = False  # a malformed message went out in this example
+
+    # -- the wire ---------------------------------------------------------------
+    def exchange(self, opcode: int, data: bytes, twist: Twist) -> Reply | None:
+        """Send ``data``; its reply when one is due, judged; None for silence."""
+        name = _name(opcode)
+        self.tally.sent_one(name, twist.field_class)
+        self.broke_framing |= twist.field_class == "malformed"
+        sent = f"{name} ({twist.what})"
+        unique = struct.unpack_from("<Q", data, 8)[0] if len(data) >= 16 else 0
+        session = self.conn.session
+        due = opcode not in NO_REPLY and unique != 0
+        if due:  # a broken request's reply is read as a bare one: only its framing is judged
+            session.pending[unique] = Pending(opcode if twist.field_class != "malformed"
+                                              else c.FUSE_FLUSH, data)
+        must_answer = due and twist.field_class != "malformed"
+        entry = Exchange(data)
+        self.stage.trail.append(entry)
+        try:
+            self.conn.send_raw(data)
+            reply = self.conn.wait(unique, timeout=self.stage.deadline) if must_answer else None
+        except (DaemonDied, TargetDied):
+            self._ended(name, twist, sent)
+            return None
+        except NoReply:
+            self._silent(name, twist, sent)
+            return None
+        except (MalformedReply, UnexpectedReply) as exc:
+            raise Defect("malformed-reply", name, twist.field_class, f"to {sent}: {exc}") from None
+        except TargetError:
+            self._ended(name, twist, sent)
+            return None
+        if reply is not None:
+            self.stage.trail[-1] = Exchange(entry.request, reply.raw)
+            self.tally.answer(name, _outcome(reply))
+            self._judge(name, twist, sent, reply)
+        else:
+            self.tally.answer(name, "silent")
+        self.watch.check(name, twist.field_class, sent)
+        if twist.field_class != "valid" or opcode in NO_REPLY:
+            self.probe(name, twist, sent)
+        return reply
+
+    def _judge(self, name: str, twist: Twist, sent: str, reply: Reply) -> None:
+        """All findings for a valid request; for a near-valid one only the reply's framing and
+        body size (what it means may follow from what was asked); for a broken one the framing."""
+        wanted = {"valid": None, "boundary": (*WIRE_FINDINGS, "reply.body-size"),
+                  "malformed": WIRE_FINDINGS}[twist.field_class]
+        findings = [f for f in reply.findings if wanted is None or f.code in wanted]
+        if findings:
+            raise Defect("malformed-reply", name, twist.field_class,
+                         f"to {sent}: " + "; ".join(str(f) for f in findings))
+
+    def _ended(self, name: str, twist: Twist, sent: str) -> None:
+        """The channel closed: a crash, unless the process exited by itself after this example
+        broke the framing (libfuse ends its loop on a short read, a thread later)."""
+        self.stage.extra["broken"] = True
+        if self.broke_framing and not self.watch.signalled():
+            self.tally.answer(name, "exited")  # an orderly end of a broken channel
+            return
+        raise self.watch.crashed(name, twist.field_class, sent)
+
+    def _silent(self, name: str, twist: Twist, sent: str) -> None:
+        self.stage.extra["broken"] = True
+        if not self.watch.alive():
+            raise self.watch.crashed(name, twist.field_class, sent)
+        raise Defect("hang", name, twist.field_class,
+                     f"no reply to {sent} within {self.stage.deadline:g} s; the process is alive")
+
+    def probe(self, name: str, twist: Twist, sent: str) -> None:
+        """GETATTR of the root must still be answered, well formed."""
+        if self.stage.extra.get("broken"):
+            return
+        data = self.conn.session.request(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=ROOT)
+        self.stage.trail.append(Exchange(data))
+        try:
+            reply = self.conn.wait(self.conn.session.last_unique, data, timeout=self.stage.deadline)
+        except (DaemonDied, TargetDied):
+            self._ended(name, twist, sent)
+            return
+        except NoReply:
+            self.stage.extra["broken"] = True
+            if not self.watch.alive():
+                raise self.watch.crashed(name, twist.field_class, sent) from None
+            raise Defect("unresponsive", name, twist.field_class,
+                         f"after {sent}, GETATTR of the root got no reply within "
+                         f"{self.stage.deadline:g} s; the process is alive") from None
+        except (TargetError, RemoteProtocolError) as exc:
+            raise Defect("unresponsive", name, twist.field_class,
+                         f"after {sent}, GETATTR of the root failed: {exc}") from None
+        self.stage.trail[-1] = Exchange(data, reply.raw)
+        self.tally.sent_one("FUSE_GETATTR", "valid")
+        self.tally.answer("FUSE_GETATTR", _outcome(reply))
+        if reply.error or reply.findings:
+            raise Defect("unresponsive", name, twist.field_class,
+                         f"after {sent}, GETATTR of the root answered error {reply.error} "
+                         + "; ".join(str(f) for f in reply.findings))
+
+    def send(self, opcode: int, layers: tuple[Packet, ...], *, nodeid: int,
+             twist: Twist = VALID) -> Reply | None:
+        data = self.conn.session.request(opcode, *layers, nodeid=nodeid)
+        self.conn.session.forget_pending(self.conn.session.last_unique)  # exchange() owns it
+        return self.exchange(opcode, data, twist)
+
+    # -- what the kernel knows ----------------------------------------------------
+    def learn(self, reply: Reply | None, parent: int, name: bytes) -> None:
+        body = reply.body if reply is not None and reply.ok else None
+        nodeid = int(getattr(body, "nodeid", 0) or 0)
+        if not nodeid:
+            return
+        attr = getattr(body, "attr", None)
+        is_dir = attr is not None and stat.S_ISDIR(int(attr.mode))
+        node = self.nodes.get(nodeid)
+        if node is None:
+            self.nodes[nodeid] = Node(nodeid, is_dir)
+        else:
+            node.lookups += 1
+        fh = getattr(getattr(body, "payload", None), "fh", None)  # CREATE: entry_out/open_out
+        if fh is not None:
+            self.fhs.append((int(fh), nodeid))
+
+    def pick_own(self, index: int) -> int:
+        """A directory this example made (the root on a read-only tree)."""
+        own = [n for n in self.own if n in self.nodes]
+        return own[index % len(own)] if own else ROOT
+
+    def fresh(self) -> bytes:
+        self.serial += 1
+        return b"n%d" % self.serial
+
+    def pick_node(self, index: int, *, dirs: bool = False) -> int:
+        ids = [n.nodeid for n in self.nodes.values() if n.is_dir or not dirs]
+        return ids[index % len(ids)]
+
+    def pick_fh(self, index: int, *, dirs: bool) -> int | None:
+        fhs = self.dir_fhs if dirs else self.fhs
+        return fhs[index % len(fhs)][0] if fhs else None
+
+    def _name_at(self, index: int) -> bytes:
+        known = [name for _, name in self.made]
+        pool = (*NAMES, *known)
+        return pool[index % len(pool)]
+
+    # -- valid work -------------------------------------------------------------
+    @initialize()
+    def home_directory(self) -> None:
+        from conformance.protocol.scratch import unique_name
+
+        name = unique_name("fuzz")
+        reply = self.send(c.FUSE_MKDIR, (FuseMkdirIn(mode=0o755, umask=0), FuseName(name=name)),
+                          nodeid=ROOT)
+        if reply is not None and reply.ok and reply.body is not None:
+            self.learn(reply, ROOT, name)
+            self.home = int(reply.body.nodeid)
+            self.own.append(self.home)
+
+    @precondition(lambda self: not self.destroyed)
+    @rule(kind=st.sampled_from(["dir", "file", "fifo"]), where=INDEX, name=INDEX)
+    def make(self, kind: str, where: int, name: int) -> None:
+        parent = self.pick_own(where)
+        taken = {n for p, n in self.made if p == parent}
+        called = next((n for n in (*NAMES[name % 4:], *NAMES) if n not in taken), None) or self.fresh()
+        layers: tuple[Packet, ...]
+        if kind == "dir":
+            opcode, layers = c.FUSE_MKDIR, (FuseMkdirIn(mode=0o755, umask=0o022), FuseName(name=called))
+        elif kind == "file":
+            opcode, layers = c.FUSE_CREATE, (FuseCreateIn(flags=os.O_RDWR, mode=0o644, umask=0o022),
+                                             FuseName(name=called))
+        else:
+            opcode, layers = c.FUSE_MKNOD, (FuseMknodIn(mode=stat.S_IFIFO | 0o644, umask=0o022),
+                                            FuseName(name=called))
+        reply = self.send(opcode, layers, nodeid=parent)
+        if reply is not None and reply.ok:
+            self.made.append((parent, called))
+            self.learn(reply, parent, called)
+            if kind == "dir" and reply.body is not None:
+                self.own.append(int(reply.body.nodeid))
+
+    @precondition(lambda self: not self.destroyed)
+    @rule(where=INDEX, name=INDEX)
+    def lookup(self, where: int, name: int) -> None:
+        parent = self.pick_node(where, dirs=True)
+        called = self._name_at(name)
+        self.learn(self.send(c.FUSE_LOOKUP, (FuseName(name=called),), nodeid=parent), parent, called)
+
+    @precondition(lambda self: not self.destroyed and len(self.nodes) > 1)
+    @rule(which=INDEX)
+    def forget(self, which: int) -> None:
+        """FORGET all lookups of an inode no handle holds, as the kernel does at eviction."""
+        held = {nodeid for _, nodeid in self.fhs + self.dir_fhs}
+        ids = [n for n in self.nodes if n not in (ROOT, self.home) and n not in held]
+        if not ids:
+            return
+        node = self.nodes.pop(ids[which % len(ids)])
+        self.send(c.FUSE_FORGET, (FuseForgetIn(nlookup=node.lookups),), nodeid=node.nodeid)
+
+    @precondition(lambda self: not self.destroyed)
+    @rule(which=INDEX, directory=st.booleans())
+    def open(self, which: int, directory: bool) -> None:
+        nodeid = self.pick_node(which, dirs=directory)
+        if self.nodes[nodeid].is_dir != directory:
+            return
+        opcode = c.FUSE_OPENDIR if directory else c.FUSE_OPEN
+        reply = self.send(opcode, (FuseOpenIn(flags=os.O_RDONLY if directory else os.O_RDWR),),
+                          nodeid=nodeid)
+        if reply is not None and reply.ok and reply.body is not None:
+            (self.dir_fhs if directory else self.fhs).append((int(reply.body.fh), nodeid))
+
+    @precondition(lambda self: not self.destroyed and bool(self.fhs or self.dir_fhs))
+    @rule(which=INDEX)
+    def release(self, which: int) -> None:
+        handles = [(fh, node, False) for fh, node in self.fhs]
+        handles += [(fh, node, True) for fh, node in self.dir_fhs]
+        fh, nodeid, directory = handles[which % len(handles)]
+        (self.dir_fhs if directory else self.fhs).remove((fh, nodeid))
+        opcode = c.FUSE_RELEASEDIR if directory else c.FUSE_RELEASE
+        self.send(opcode, (FuseReleaseIn(fh=fh),), nodeid=nodeid)
+
+    def _fitted(self, opcode: int, parts: list[Packet],
+                ids: tuple[int, int, int]) -> tuple[Packet, ...] | None:
+        """Drawn body parts with the ids the kernel would use, sizes in its bounds."""
+        other, fh_index, name_index = ids
+        fitted: list[Packet] = []
+        for part in parts:
+            if isinstance(part, Raw):
+                fitted.append(part)
+                continue
+            if isinstance(part, FuseName):  # a new name for what makes one: the kernel's dentry was negative
+                new = opcode in MAKERS and not any(isinstance(p, FuseName) for p in fitted)
+                part.name = self.fresh() if new else self._name_at(name_index + len(fitted))
+            for field in part.fields_desc:
+                key = field.name
+                if key == "fh" and (opcode in DIR_FH_OPS or opcode in FILE_FH_OPS):
+                    fh = self.pick_fh(fh_index, dirs=opcode in DIR_FH_OPS)
+                    if fh is None:
+                        return None
+                    part.fh = fh
+                elif key in ("fh_in", "fh_out"):
+                    fh = self.pick_fh(fh_index, dirs=False)
+                    if fh is None:
+                        return None
+                    part.setfieldval(key, fh)
+                elif key == "newdir":
+                    part.setfieldval(key, self.pick_own(other))
+                elif key in ("oldnodeid", "nodeid_out"):
+                    part.setfieldval(key, self.pick_node(other))
+                elif key in SIZE_FIELDS and isinstance(part.getfieldval(key), int):
+                    part.setfieldval(key, part.getfieldval(key) % (MAX_VALID_SIZE + 1))
+            if isinstance(part, FuseMknodIn):
+                part.mode = SAFE_TYPES[int(part.mode) % 3] | int(part.mode) & 0o7777
+            elif isinstance(part, FuseMkdirIn):  # the VFS passes permission bits only
+                part.mode = int(part.mode) & 0o7777
+            elif isinstance(part, FuseCreateIn):
+                part.mode = stat.S_IFREG | int(part.mode) & 0o7777
+            fitted.append(part)
+        return tuple(fitted)
+
+    def _target(self, opcode: int, which: int) -> int:
+        if opcode in DIR_FH_OPS:
+            return next((n for _, n in self.dir_fhs), ROOT)
+        if opcode in FILE_FH_OPS:
+            return next((n for _, n in self.fhs), ROOT)
+        return self.pick_own(which) if opcode in DIR_OPS else self.pick_node(which)
+
+    @precondition(lambda self: not self.destroyed)
+    @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX))
+    def request(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int]) -> None:
+        """Any request, valid as the kernel sends it, on what the kernel knows."""
+        parts = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+        if parts is not None:
+            self.send(opcode, parts, nodeid=self._target(opcode, which))
+
+    @precondition(lambda self: not self.destroyed)
+    @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX))
+    def near_valid(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int]) -> None:
+        """The same with one field at a boundary of its type."""
+        parts = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+        if parts is None or not parts:
+            return
+        layers, twist = data.draw(boundary(parts, keep=() if self.wild else ID_FIELDS))
+        self.send(opcode, layers, nodeid=self._target(opcode, which), twist=twist)
+
+    @precondition(lambda self: not self.destroyed)
+    @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX))
+    def broken(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int]) -> None:
+        """A request with its framing broken (``fuzz.hostile.frame``)."""
+        parts = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+        if parts is None:  # no handle to name: broken or not, the kernel would not send it
+            return
+        encoded = self.conn.session.request(opcode, *parts, nodeid=self._target(opcode, which))
+        self.conn.session.forget_pending(self.conn.session.last_unique)
+        mangled, twist = frame(encoded, data.draw(malformed()))
+        sent_opcode = struct.unpack_from("<I", mangled, 4)[0] if len(mangled) >= 8 else opcode
+        self.exchange(sent_opcode if sent_opcode in c.OPCODE_NAMES else opcode, mangled, twist)
+
+    @precondition(lambda self: not self.destroyed)
+    @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX),
+          seed=st.integers(0, 2**32 - 1))
+    def burst(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int],
+              seed: int) -> None:
+        """BURST copies of one request in flight together, each with one field at a boundary."""
+        parts = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+        session = self.conn.session
+        if not parts or isinstance(parts[0], Raw) or opcode in NO_REPLY:
+            return
+        try:
+            size = fixed_size(request_layers_at(opcode, session.proto_minor, session.proto_flags)[0])
+        except (TypeError, IndexError):
+            return
+        where = tuple(p for p in burst.points(type(parts[0]), size) if self.wild or p.name not in ID_FIELDS)
+        if not where:
+            return
+        template = session.request(opcode, *parts, nodeid=self._target(opcode, which))
+        session.forget_pending(session.last_unique)
+        first = session.next_unique()
+        for _ in range(BURST - 1):
+            session.next_unique()
+        self._burst(_name(opcode), list(burst.copies(template, where, seed, BURST, first)))
+
+    def _burst(self, name: str, messages: list[tuple[bytes, str]]) -> None:
+        channel, trail = self.conn.channel, self.stage.trail
+        sent: dict[int, int] = {}  # unique -> index in trail
+        self.tally.sent[name, "boundary"] += len(messages)
+        self.tally.requests += len(messages)
+        try:
+            for data, _ in messages:
+                sent[burst.UNIQUE.unpack_from(data, burst.UNIQUE_AT)[0]] = len(trail)
+                trail.append(Exchange(data))
+                channel.send(data, timeout=self.stage.deadline)
+            end = time.monotonic() + self.stage.deadline
+            waiting = set(sent)
+            while waiting:
+                reply = channel.recv(burst.deadline_left(end))
+                problem = burst.wire_problem(reply, waiting)
+                unique = burst.UNIQUE.unpack_from(reply, burst.UNIQUE_AT)[0] if len(reply) >= 16 else 0
+                index = sent.get(unique)
+                if index is not None:
+                    trail[index] = Exchange(trail[index].request, reply)
+                if problem:
+                    what = messages[index - min(sent.values())][1] if index is not None else "a burst"
+                    raise Defect("malformed-reply", name, "boundary", f"to {name} ({what}): {problem}")
+                waiting.discard(unique)
+                self.tally.replies += 1
+                error = burst.OUT_HEADER.unpack_from(reply)[1]
+                self.tally.answered[name, "ok" if not error else os.strerror(-error)] += 1
+        except (TargetDied, DaemonDied):
+            self._ended(name, Twist("boundary", "a burst"), f"a burst of {len(messages)} {name}")
+            return
+        except TargetError:
+            if not self.watch.alive():
+                raise self.watch.crashed(name, "boundary", f"a burst of {len(messages)} {name}") from None
+            self.stage.extra["broken"] = True
+            lost = [messages[i - min(sent.values())][1] for u, i in sent.items() if u in waiting]
+            raise Defect("hang", name, "boundary", f"{len(waiting)} of {len(messages)} {name} in a burst "
+                         f"got no reply within {self.stage.deadline:g} s, e.g. ({lost[0]})") from None
+        sent_what = f"a burst of {len(messages)} {name}"
+        self.watch.check(name, "boundary", sent_what)
+        self.probe(name, Twist("boundary", sent_what), sent_what)
+
+    @precondition(lambda self: not self.destroyed and self.wild)
+    @rule(opcode=st.sampled_from(DRAWN), data=st.data(),
+          nodeid=st.sampled_from([0, 2, 0xFFFFFFFF, 2**63, 2**64 - 1]) | st.integers(0, 2**64 - 1))
+    def wild_id(self, opcode: int, data: st.DataObject, nodeid: int) -> None:
+        """Past a trust boundary: a request on a nodeid the target never gave out."""
+        if nodeid in self.nodes:
+            return
+        parts = tuple(data.draw(strategies.bodies(opcode)))
+        self.send(opcode, parts, nodeid=nodeid,
+                  twist=Twist("boundary", f"fuse_in_header.nodeid = {nodeid:#x} (never given)"))
+
+    @precondition(lambda self: not self.destroyed)
+    @rule(again=st.integers(0, 199))
+    def out_of_order(self, again: int) -> None:
+        """A second INIT (malformed: the kernel sends one), or (1 in 200) DESTROY and a request after it."""
+        if again:
+            data = self.conn.session.request(c.FUSE_INIT, *self._init_body(), nodeid=0)
+            self.conn.session.forget_pending(self.conn.session.last_unique)
+            self.exchange(c.FUSE_INIT, data, Twist("malformed", "a second FUSE_INIT"))
+            return
+        self.destroyed = True
+        self.stage.extra["broken"] = True  # whatever it does next, the stage is done
+        data = self.conn.session.request(c.FUSE_DESTROY, nodeid=0)
+        self.conn.session.forget_pending(self.conn.session.last_unique)
+        self.exchange(c.FUSE_DESTROY, data, Twist("valid", "end of the session"))
+        after = self.conn.session.request(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=ROOT)
+        self.conn.session.forget_pending(self.conn.session.last_unique)
+        self.exchange(c.FUSE_GETATTR, after, Twist("malformed", "a request after DESTROY"))
+
+    @precondition(lambda self: self.destroyed)
+    @rule()
+    def session_over(self) -> None:
+        """After DESTROY the example has nothing left to send."""
+
+    def _init_body(self) -> tuple[Packet, ...]:
+        assert self.stage.init is not None
+        return (Raw(self.stage.init.request[40:]),)
+
+
+def _wild(spec: TargetSpec) -> bool:
+    return is_vhost_user(spec) or (spec.kind == "daemon" and spec.name == "ref")
+
+
+def open_stage(spec: TargetSpec, deadline: float, tally: Tally) -> Stage:
+    """A fresh instance of ``spec`` after INIT."""
+    target = wire_target(spec).open()
+    try:
+        conn = KernelConnection(target.channel, timeout=deadline)
+        data = conn.session.init()
+        reply = conn.wait(conn.session.last_unique, data)
+        if not reply.ok or conn.session.negotiated is None:
+            raise TargetError(f"{spec.text} refused FUSE_INIT: error {reply.error}")
+    except BaseException:
+        target.close()
+        raise
+    watch = Watch(target.daemon)
+    return Stage(target, tally, deadline, conn, Exchange(data, reply.raw),
+                 extra={"watch": watch, "wild": _wild(spec)})
+
+
+def _healthy(stage: Stage) -> bool:
+    return not stage.extra.get("broken") and stage.extra["watch"].alive()
+
+
+CAMPAIGN = register(Campaign(
+    "fuse", "FUSE requests in the kernel's role (socket or virtio-fs queue)",
+    applies=lambda spec: serves_wire(spec) and not is_cuse(spec), open=open_stage,
+    machine=FuseFuzzMachine, healthy=_healthy))
