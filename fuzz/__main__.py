@@ -7,6 +7,8 @@
   replayed against a fresh instance of SPEC; exit status 1 when it still reproduces, 0 when
   not, 2 for a usage error.
 - ``show FILE``: a saved sequence, one line per message, and its notes.
+- ``known [--only NAME]``: the real findings in third-party daemons (``fuzz.known``), each
+  reproduced against this machine's daemon; exit status 1 when none still reproduces.
 - ``bench --target SPEC``: the campaign's request rate on 1 and 2 workers next to a C
   client's round trips against the same daemon (``fuzz.bench``).
 """
@@ -37,11 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="the campaign's request rate against a C client's")
     bench.add_argument("--target", default="hello_ll")
     bench.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+    known = commands.add_parser("known", help="reproduce the real findings listed in fuzz/known.py")
+    known.add_argument("--only", default=None, help="one of them, by name")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             parse_spec(args.target)
             return running.run(args)
+        if args.command == "known":
+            from fuzz.known import main as known_main
+
+            return known_main(args.only)
         if args.command == "bench":
             from fuzz.bench import main as bench_main
 

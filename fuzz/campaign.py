@@ -14,14 +14,15 @@ import random
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, reject, settings
 from hypothesis import settings as Settings
 from hypothesis.database import ExampleDatabase
-from hypothesis.errors import Flaky
+from hypothesis.errors import Flaky, Unsatisfiable
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test
 
 from fuzz import verdict
@@ -35,6 +36,10 @@ from targets.spec import TargetSpec
 #: Debian packages the named targets come from, for the version a finding records.
 PACKAGES = {"passthrough_ll": "libfuse3-dev", "hello_ll": "libfuse3-dev", "fuse-overlayfs": "fuse-overlayfs",
             "squashfuse_ll": "squashfuse", "virtiofsd": "qemu-system-common", "cuse-example": "libfuse3-dev"}
+
+
+SPARE_WAIT = 60.0  # seconds to wait for the spare instance to come up
+CLOSE_GRACE = 0.2  # seconds a target may take to exit by itself when its stage closes
 
 
 class Recorded(ExampleDatabase):
@@ -93,19 +98,24 @@ class Runner:
     stop_after: int | None = None  # findings after which the campaign ends (None: run on)
     stage: Stage | None = None
     _defects_seen: int = 0
+    shrink_grace: float = 60.0  # seconds a failing batch may shrink past the campaign's end
     _started: float = field(default_factory=time.monotonic)
+    _end: float = float("inf")
+    _spare: Future[Stage] | None = None
+    _spares: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "fuzz-spare"))
+    _batch_defects: int = 0
     version: str = ""
 
     # -- the stage --------------------------------------------------------------
     def ready(self) -> Stage:
         """The stage for the next example: reopened after a defect or when unfit."""
-        failed = len(verdict.RAISED) != self._defects_seen
-        self._defects_seen = len(verdict.RAISED)
+        failed = Defect.made != self._defects_seen
+        self._defects_seen = Defect.made
         if self.stage is not None and (failed or not self.campaign.healthy(self.stage)):
             self.close()
             self.tally.restarts += 1
         if self.stage is None:
-            self.stage = self.campaign.open(self.spec, self.deadline, self.tally)
+            self.stage = self._take_spare()
             if not self.version:
                 self.version = f"{package_version(self.spec)}; {_minor(self.stage)}"
         self.stage.trail.clear()
@@ -113,11 +123,38 @@ class Runner:
         self.tally.flush()
         return self.stage
 
+    def _open(self) -> Stage:
+        return self.campaign.open(self.spec, self.deadline, self.tally)
+
+    def _take_spare(self) -> Stage:
+        """The instance started in the background while the last one served (a shrinking
+        example restarts the target again and again: this hides the start-up), and the next
+        spare starts."""
+        spare, self._spare = self._spare, None
+        stage: Stage | None = None
+        if spare is not None:
+            try:
+                stage = spare.result(timeout=SPARE_WAIT)
+            except Exception:  # it did not come up: start one in the foreground, which says why
+                stage = None
+        if stage is None:
+            stage = self._open()
+        self._spare = self._spares.submit(self._open)
+        return stage
+
     def machine(self) -> RuleBasedStateMachine:
+        """The next example's machine; past the campaign's end none (hypothesis counts the
+        example as rejected and ends the batch), unless a batch that failed is still
+        shrinking, which gets ``shrink_grace`` more."""
+        shrinking = Defect.made > self._batch_defects
+        if time.monotonic() > self._end + (self.shrink_grace if shrinking else 0.0):
+            reject()
         return self.campaign.machine(self.ready())
 
     def close(self) -> None:
         if self.stage is not None:
+            if hasattr(self.stage.target, "grace"):  # no time for a clean exit: the next one waits
+                self.stage.target.grace = min(self.stage.target.grace, CLOSE_GRACE)
             try:
                 self.stage.close()
             except TargetError:
@@ -145,15 +182,19 @@ class Runner:
         chosen = self.settings(first)
         test = self.test(chosen)
         test._hypothesis_internal_use_seed = seed  # as @seed does, but keeping the database
-        before = len(verdict.RAISED)
+        before = self._batch_defects = Defect.made
         try:
             test()
+        except Unsatisfiable:  # the campaign's end came before the batch's first example
+            return None
         except Defect as defect:
             return self.record(defect, seed, chosen.database)
         except Flaky:
-            if len(verdict.RAISED) > before:  # it failed once, then not again: keep the first
-                return self.record(verdict.RAISED[before], seed, chosen.database, flaky=True)
-            raise
+            earliest = next((d for d in verdict.RAISED if d.number > before), None)
+            if earliest is not None:  # it failed once, then not again: keep the first
+                return self.record(earliest, seed, chosen.database, flaky=True)
+            self.tally.flaky += 1  # the target answered one sequence two ways: not a finding
+            self.close()
         except TargetError as exc:  # the target cannot even be started: the campaign cannot go on
             raise exc
         finally:
@@ -189,7 +230,7 @@ class Runner:
     def run(self, seconds: float, *, seed: int | None = None, max_batches: int | None = None) -> None:
         """Batches until ``seconds`` have passed (or ``max_batches`` ran)."""
         self._started = time.monotonic()
-        end = self._started + seconds
+        end = self._end = self._started + seconds
         draw = random.Random(seed)
         batches = 0
         try:
@@ -200,4 +241,14 @@ class Runner:
                 batches += 1
         finally:
             self.close()
+            self.close_spare()
             self.tally.flush(force=True)
+
+    def close_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            try:
+                spare.result(timeout=SPARE_WAIT).close()
+            except Exception:
+                pass
+        self._spares.shutdown(wait=True)

@@ -19,5 +19,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--fuzz-batch", type=int, default=50, help="examples per seed")
     group.addoption("--fuzz-stop-after", type=int, default=None, metavar="N",
                     help="end a worker's campaign after N findings (default: run for the duration)")
+    group.addoption("--fuzz-shrink-grace", type=float, default=60.0, metavar="S",
+                    help="seconds a failing batch may shrink past the campaign's end")
     group.addoption("--fuzz-campaign", action="append", default=[], metavar="NAME",
                     help="only these campaigns (fuse, cuse, virtio); repeatable")

@@ -27,7 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from scapy.packet import Packet, Raw
 
 from fuzz import burst, strategies
-from fuzz.hostile import VALID, Twist, boundary, frame, malformed
+from fuzz.hostile import BOUNDARY_NAMES, VALID, Twist, boundary, frame, malformed
 from fuzz.reproducer import Exchange
 from fuzz.stage import Campaign, Stage, register
 from fuzz.stats import Tally
@@ -67,6 +67,7 @@ SPECIAL = {c.FUSE_INIT, c.FUSE_DESTROY, c.FUSE_FORGET, c.FUSE_BATCH_FORGET, c.FU
 DRAWN = sorted(op for op in REQUEST_LAYERS if op not in SPECIAL and op in c.OPCODE_NAMES)
 DIR_OPS = {c.FUSE_LOOKUP, c.FUSE_MKDIR, c.FUSE_MKNOD, c.FUSE_CREATE, c.FUSE_SYMLINK, c.FUSE_UNLINK,
            c.FUSE_RMDIR, c.FUSE_RENAME, c.FUSE_RENAME2, c.FUSE_LINK, c.FUSE_OPENDIR, c.FUSE_TMPFILE}
+NAMED = {op for op, layers in REQUEST_LAYERS.items() if FuseName in layers and op in DRAWN}
 MAKERS = {c.FUSE_MKDIR, c.FUSE_MKNOD, c.FUSE_CREATE, c.FUSE_SYMLINK, c.FUSE_LINK, c.FUSE_TMPFILE}
 DIR_FH_OPS = {c.FUSE_READDIR, c.FUSE_READDIRPLUS, c.FUSE_FSYNCDIR}
 FILE_FH_OPS = {c.FUSE_READ, c.FUSE_WRITE, c.FUSE_FLUSH, c.FUSE_FSYNC, c.FUSE_FALLOCATE, c.FUSE_LSEEK,
@@ -118,14 +119,15 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         self.home = ROOT
         self.serial = 0
         self.destroyed = False
-        self.broke_framing = False  # a malformed message went out in this example
+        self.broke_framing: tuple[str, str] | None = None  # the last malformed message sent
 
     # -- the wire ---------------------------------------------------------------
     def exchange(self, opcode: int, data: bytes, twist: Twist) -> Reply | None:
         """Send ``data``; its reply when one is due, judged; None for silence."""
         name = _name(opcode)
         self.tally.sent_one(name, twist.field_class)
-        self.broke_framing |= twist.field_class == "malformed"
+        if twist.field_class == "malformed":
+            self.broke_framing = (name, f"{name} ({twist.what})")
         sent = f"{name} ({twist.what})"
         unique = struct.unpack_from("<Q", data, 8)[0] if len(data) >= 16 else 0
         session = self.conn.session
@@ -148,6 +150,8 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         except (MalformedReply, UnexpectedReply) as exc:
             raise Defect("malformed-reply", name, twist.field_class, f"to {sent}: {exc}") from None
         except TargetError:
+            if self.watch.alive():
+                raise
             self._ended(name, twist, sent)
             return None
         if reply is not None:
@@ -175,10 +179,13 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         """The channel closed: a crash, unless the process exited by itself after this example
         broke the framing (libfuse ends its loop on a short read, a thread later)."""
         self.stage.extra["broken"] = True
-        if self.broke_framing and not self.watch.signalled():
+        if self.broke_framing is None:
+            raise self.watch.crashed(name, twist.field_class, sent)
+        if not self.watch.signalled():
             self.tally.answer(name, "exited")  # an orderly end of a broken channel
             return
-        raise self.watch.crashed(name, twist.field_class, sent)
+        culprit, what = self.broke_framing  # a daemon may die of it a request or two later
+        raise self.watch.crashed(culprit, "malformed", f"{what}, then {sent}")
 
     def _silent(self, name: str, twist: Twist, sent: str) -> None:
         self.stage.extra["broken"] = True
@@ -273,6 +280,11 @@ class FuseFuzzMachine(RuleBasedStateMachine):
             self.learn(reply, ROOT, name)
             self.home = int(reply.body.nodeid)
             self.own.append(self.home)
+            made = self.send(c.FUSE_CREATE, (FuseCreateIn(flags=os.O_RDWR, mode=stat.S_IFREG | 0o644),
+                                              FuseName(name=b"f")), nodeid=self.home)
+            if made is not None and made.ok:  # an open file from the start: the data path is in reach
+                self.made.append((self.home, b"f"))
+                self.learn(made, self.home, b"f")
 
     @precondition(lambda self: not self.destroyed)
     @rule(kind=st.sampled_from(["dir", "file", "fifo"]), where=INDEX, name=INDEX)
@@ -337,35 +349,38 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         self.send(opcode, (FuseReleaseIn(fh=fh),), nodeid=nodeid)
 
     def _fitted(self, opcode: int, parts: list[Packet],
-                ids: tuple[int, int, int]) -> tuple[Packet, ...] | None:
-        """Drawn body parts with the ids the kernel would use, sizes in its bounds."""
+                ids: tuple[int, int, int]) -> tuple[tuple[Packet, ...], bool]:
+        """Drawn body parts with the ids the kernel would use, sizes in its bounds; False when
+        the request needs a handle and none is open (the caller still draws what it draws,
+        so that an example's draws do not hang on the target's answers)."""
         other, fh_index, name_index = ids
         fitted: list[Packet] = []
+        fit = True
         for part in parts:
             if isinstance(part, Raw):
                 fitted.append(part)
                 continue
-            if isinstance(part, FuseName):  # a new name for what makes one: the kernel's dentry was negative
+            if isinstance(part, FuseName):  # a new name for what makes one (the dentry was negative)
                 new = opcode in MAKERS and not any(isinstance(p, FuseName) for p in fitted)
                 part.name = self.fresh() if new else self._name_at(name_index + len(fitted))
             for field in part.fields_desc:
                 key = field.name
                 if key == "fh" and (opcode in DIR_FH_OPS or opcode in FILE_FH_OPS):
                     fh = self.pick_fh(fh_index, dirs=opcode in DIR_FH_OPS)
-                    if fh is None:
-                        return None
-                    part.fh = fh
+                    fit &= fh is not None
+                    part.fh = fh or 0
                 elif key in ("fh_in", "fh_out"):
                     fh = self.pick_fh(fh_index, dirs=False)
-                    if fh is None:
-                        return None
-                    part.setfieldval(key, fh)
+                    fit &= fh is not None
+                    part.setfieldval(key, fh or 0)
                 elif key == "newdir":
                     part.setfieldval(key, self.pick_own(other))
                 elif key in ("oldnodeid", "nodeid_out"):
                     part.setfieldval(key, self.pick_node(other))
                 elif key in SIZE_FIELDS and isinstance(part.getfieldval(key), int):
                     part.setfieldval(key, part.getfieldval(key) % (MAX_VALID_SIZE + 1))
+            if "umask" in part.fieldtype:  # current_umask(): permission bits
+                part.umask = int(part.umask) & 0o777
             if isinstance(part, FuseMknodIn):
                 part.mode = SAFE_TYPES[int(part.mode) % 3] | int(part.mode) & 0o7777
             elif isinstance(part, FuseMkdirIn):  # the VFS passes permission bits only
@@ -373,7 +388,7 @@ class FuseFuzzMachine(RuleBasedStateMachine):
             elif isinstance(part, FuseCreateIn):
                 part.mode = stat.S_IFREG | int(part.mode) & 0o7777
             fitted.append(part)
-        return tuple(fitted)
+        return tuple(fitted), fit
 
     def _target(self, opcode: int, which: int) -> int:
         if opcode in DIR_FH_OPS:
@@ -386,42 +401,62 @@ class FuseFuzzMachine(RuleBasedStateMachine):
     @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX))
     def request(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int]) -> None:
         """Any request, valid as the kernel sends it, on what the kernel knows."""
-        parts = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
-        if parts is not None:
+        parts, fit = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+        if fit:
             self.send(opcode, parts, nodeid=self._target(opcode, which))
 
     @precondition(lambda self: not self.destroyed)
     @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX))
     def near_valid(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int]) -> None:
         """The same with one field at a boundary of its type."""
-        parts = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
-        if parts is None or not parts:
+        parts, fit = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+        if not parts:
             return
         layers, twist = data.draw(boundary(parts, keep=() if self.wild else ID_FIELDS))
-        self.send(opcode, layers, nodeid=self._target(opcode, which), twist=twist)
+        if fit:
+            self.send(opcode, layers, nodeid=self._target(opcode, which), twist=twist)
+
+    @precondition(lambda self: not self.destroyed)
+    @rule(opcode=st.sampled_from(sorted(NAMED)), name=st.sampled_from(BOUNDARY_NAMES), data=st.data(),
+          which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX))
+    def odd_name(self, opcode: int, name: bytes, data: st.DataObject, which: int,
+                 ids: tuple[int, int, int]) -> None:
+        """A request whose name is at an edge the kernel keeps to: NAME_MAX and past it, '.',
+        '..', '/' inside, a NUL inside, empty."""
+        parts, fit = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+        named = [i for i, part in enumerate(parts) if isinstance(part, FuseName)]
+        if not fit or not named:
+            return
+        odd = list(parts)
+        odd[named[0]] = FuseName(name=name)
+        shown = repr(name) if len(name) <= 8 else f"{len(name)} bytes"
+        self.send(opcode, tuple(odd), nodeid=self._target(opcode, which),
+                  twist=Twist("boundary", f"the name is {shown}"))
 
     @precondition(lambda self: not self.destroyed)
     @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX))
     def broken(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int]) -> None:
         """A request with its framing broken (``fuzz.hostile.frame``)."""
-        parts = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
-        if parts is None:  # no handle to name: broken or not, the kernel would not send it
+        parts, fit = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+        framing = data.draw(malformed())
+        if not fit:  # no handle to name: broken or not, the kernel would not send it
             return
         encoded = self.conn.session.request(opcode, *parts, nodeid=self._target(opcode, which))
         self.conn.session.forget_pending(self.conn.session.last_unique)
-        mangled, twist = frame(encoded, data.draw(malformed()))
+        mangled, twist = frame(encoded, framing)
         sent_opcode = struct.unpack_from("<I", mangled, 4)[0] if len(mangled) >= 8 else opcode
         self.exchange(sent_opcode if sent_opcode in c.OPCODE_NAMES else opcode, mangled, twist)
 
     @precondition(lambda self: not self.destroyed)
     @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX),
-          seed=st.integers(0, 2**32 - 1))
+          seed=st.integers(0, 2**32 - 1), count=st.integers(1, BURST))
     def burst(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int],
-              seed: int) -> None:
-        """BURST copies of one request in flight together, each with one field at a boundary."""
-        parts = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+              seed: int, count: int) -> None:
+        """Up to BURST copies of one request in flight together, each with one field at a
+        boundary (a failing burst shrinks to fewer copies)."""
+        parts, fit = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
         session = self.conn.session
-        if not parts or isinstance(parts[0], Raw) or opcode in NO_REPLY:
+        if not fit or not parts or isinstance(parts[0], Raw) or opcode in NO_REPLY:
             return
         try:
             size = fixed_size(request_layers_at(opcode, session.proto_minor, session.proto_flags)[0])
@@ -433,9 +468,9 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         template = session.request(opcode, *parts, nodeid=self._target(opcode, which))
         session.forget_pending(session.last_unique)
         first = session.next_unique()
-        for _ in range(BURST - 1):
+        for _ in range(count - 1):
             session.next_unique()
-        self._burst(_name(opcode), list(burst.copies(template, where, seed, BURST, first)))
+        self._burst(_name(opcode), list(burst.copies(template, where, seed, count, first)))
 
     def _burst(self, name: str, messages: list[tuple[bytes, str]]) -> None:
         channel, trail = self.conn.channel, self.stage.trail
@@ -451,8 +486,10 @@ class FuseFuzzMachine(RuleBasedStateMachine):
             waiting = set(sent)
             while waiting:
                 reply = channel.recv(burst.deadline_left(end))
+                unique = burst.UNIQUE.unpack_from(reply, burst.UNIQUE_AT)[0] if len(reply) >= 16 else -1
+                if unique == 0 or self.conn.session.pending.pop(unique, None) is not None:
+                    continue  # a notification, or the late answer to an earlier broken request
                 problem = burst.wire_problem(reply, waiting)
-                unique = burst.UNIQUE.unpack_from(reply, burst.UNIQUE_AT)[0] if len(reply) >= 16 else 0
                 index = sent.get(unique)
                 if index is not None:
                     trail[index] = Exchange(trail[index].request, reply)
@@ -468,7 +505,8 @@ class FuseFuzzMachine(RuleBasedStateMachine):
             return
         except TargetError:
             if not self.watch.alive():
-                raise self.watch.crashed(name, "boundary", f"a burst of {len(messages)} {name}") from None
+                self._ended(name, Twist("boundary", "a burst"), f"a burst of {len(messages)} {name}")
+                return
             self.stage.extra["broken"] = True
             lost = [messages[i - min(sent.values())][1] for u, i in sent.items() if u in waiting]
             raise Defect("hang", name, "boundary", f"{len(waiting)} of {len(messages)} {name} in a burst "

@@ -24,6 +24,7 @@ FOUND, BROKEN, USAGE = 1, 3, 2
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 REPO = Path(__file__).resolve().parent.parent
 PLAIN_EVERY = 30.0  # seconds between progress lines when stdout is not a terminal
+FIRST_PLAIN = 5.0  # the first of them
 
 
 def duration(text: str) -> float:
@@ -46,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=25, help="steps per example")
     parser.add_argument("--campaign", action="append", default=[], help="only these: fuse, cuse, virtio")
     parser.add_argument("--alluredir", default=None, help="write allure results here")
+    parser.add_argument("--shrink-grace", type=duration, default=60.0,
+                        help="how long a failing batch may go on shrinking past --duration")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
                         help="each worker ends after N findings (default: run for the whole duration)")
 
@@ -60,7 +63,7 @@ def pytest_argv(args: argparse.Namespace, stats: Path) -> list[str]:
     else:
         argv += ["-n", "0"]
     for name, value in (("--fuzz-db", args.db), ("--fuzz-seed", args.seed), ("--alluredir", args.alluredir),
-                        ("--fuzz-stop-after", args.stop_after)):
+                        ("--fuzz-stop-after", args.stop_after), ("--fuzz-shrink-grace", args.shrink_grace)):
         if value is not None:
             argv += [name, str(value)]
     for name in args.campaign:
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                     line = progress(tally, workers, elapsed, args.duration)
                     if tty:
                         print("\r" + line.ljust(120), end="", flush=True)
-                    elif elapsed - last_plain >= PLAIN_EVERY:
+                    elif elapsed - last_plain >= (PLAIN_EVERY if last_plain else FIRST_PLAIN):
                         print(line, flush=True)
                         last_plain = elapsed
             except KeyboardInterrupt:

@@ -28,6 +28,7 @@ class Tally:
     examples: int = 0  # hypothesis examples run
     findings: int = 0  # distinct findings kept
     restarts: int = 0  # target instances started after the first
+    flaky: int = 0  # batches hypothesis gave up on: the target answered a sequence two ways
     sent: Counter[tuple[str, str]] = field(default_factory=Counter)  # (opcode, class) -> count
     answered: Counter[tuple[str, str]] = field(default_factory=Counter)  # (opcode, ok|errno|silent)
     seconds: float = 0.0  # time the worker spent running
@@ -52,7 +53,7 @@ class Tally:
     def to_json(self) -> dict[str, Any]:
         return {
             "requests": self.requests, "replies": self.replies, "examples": self.examples,
-            "findings": self.findings, "restarts": self.restarts,
+            "findings": self.findings, "restarts": self.restarts, "flaky": self.flaky,
             "seconds": time.monotonic() - self._started if self.path else self.seconds,
             "sent": [[o, k, n] for (o, k), n in sorted(self.sent.items())],
             "answered": [[o, k, n] for (o, k), n in sorted(self.answered.items())],
@@ -61,7 +62,8 @@ class Tally:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tally:
         tally = cls(requests=data["requests"], replies=data["replies"], examples=data["examples"],
-                    findings=data["findings"], restarts=data["restarts"], seconds=data["seconds"])
+                    findings=data["findings"], restarts=data["restarts"], seconds=data["seconds"],
+                    flaky=data.get("flaky", 0))
         tally.sent.update({(o, k): n for o, k, n in data["sent"]})
         tally.answered.update({(o, k): n for o, k, n in data["answered"]})
         return tally
@@ -81,6 +83,7 @@ class Tally:
         self.examples += other.examples
         self.findings += other.findings
         self.restarts += other.restarts
+        self.flaky += other.flaky
         self.seconds = max(self.seconds, other.seconds)
         self.sent.update(other.sent)
         self.answered.update(other.answered)

@@ -67,6 +67,7 @@ def test_campaign(campaign_name: str, request: pytest.FixtureRequest) -> None:
     runner = Runner(campaign, spec, tally, Path(config.getoption("--findings")), database,
                     deadline=config.getoption("--reply-timeout"), steps=config.getoption("--fuzz-steps"),
                     batch=config.getoption("--fuzz-batch"), stop_after=config.getoption("--fuzz-stop-after"),
+                    shrink_grace=config.getoption("--fuzz-shrink-grace"),
                     on_finding=lambda finding, where: findings.append((finding, where)))
     allure.dynamic.parameter("target", spec.text)
     allure.dynamic.parameter("seed", seed)

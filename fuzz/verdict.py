@@ -6,6 +6,8 @@ kind, one opcode, one field class), so a campaign keeps one finding per signatur
 
 from __future__ import annotations
 
+from collections import deque
+
 KINDS = {
     "crash": "the target process died (a signal, or an exit nobody asked for)",
     "hang": "the target stopped answering: no reply within the deadline, and none to a "
@@ -18,13 +20,15 @@ KINDS = {
 }
 
 
-#: Every Defect made in this process, in order: the campaign runner looks here to learn that
-#: an example failed (hypothesis keeps the exception to itself while it shrinks).
-RAISED: list[Defect] = []
+#: The newest Defects made in this process, in order: the campaign runner looks here to learn
+#: that an example failed (hypothesis keeps the exception to itself while it shrinks).
+RAISED: deque[Defect] = deque(maxlen=100)
 
 
 class Defect(AssertionError):
     """The target failed an oracle; ``str()`` explains it for a person."""
+
+    made = 0  # Defects made in this process so far
 
     def __init__(self, kind: str, opcode: str, field_class: str, explanation: str) -> None:
         assert kind in KINDS, kind
@@ -33,8 +37,9 @@ class Defect(AssertionError):
         self.opcode = opcode
         self.field_class = field_class
         self.explanation = explanation
+        Defect.made += 1
+        self.number = Defect.made
         RAISED.append(self)
-        del RAISED[:-100]
 
     @property
     def signature(self) -> str:

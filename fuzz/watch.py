@@ -15,6 +15,10 @@ from fuzz.verdict import Defect
 TRACEBACK = "Traceback (most recent call last)"
 TAIL = 64 * 1024
 SIGNALLED = "killed by"  # in Daemon.exit_description, for a death by signal
+#: What glibc and assert(3) print before abort(): a forking daemon's parent (virtiofsd's
+#: sandbox) then exits with a status, not a signal
+ABORTED = ("Assertion `", "double free", "free(): ", "malloc(): ", "corrupted ", "stack smashing",
+           "terminate called")
 
 
 @dataclass
@@ -37,7 +41,8 @@ class Watch:
         return str(self.daemon.exit_description())
 
     def signalled(self) -> bool:
-        return SIGNALLED in self.death(0)
+        """Killed by a signal, or a forked child was (what it printed before it aborted)."""
+        return SIGNALLED in self.death(0) or any(mark in self.stderr(4000) for mark in ABORTED)
 
     def check(self, opcode: str, field_class: str, sent: str) -> None:
         """A Defect for a new sanitizer report or Python traceback on the target's stderr."""

@@ -1,0 +1,113 @@
+"""Real findings in third-party daemons, each as the few steps that show it, in the fuzz
+machines' own rules (so a reproducer reads like the campaign's shrunk example and survives
+changes to how hypothesis encodes examples).
+
+``python -m fuzz known`` runs them all against the daemons of this machine and says which
+still reproduce; the self-tests require each to. Every one was found by a campaign first
+(``python -m fuzz run --target TARGET``); the README lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from scapy.packet import Raw
+
+from fuzz.hostile import VALID, Twist
+from fuzz.stats import Tally
+from fuzz.verdict import Defect
+from protocol import constants as c
+from protocol.layers.structs import FuseWriteIn
+from protocol.layers.variable import FuseName
+from targets.spec import parse_spec
+
+DEADLINE = 3.0
+
+
+@dataclass(frozen=True)
+class Known:
+    name: str
+    target: str
+    kind: str  # the Defect kind it shows
+    trust: str  # who can send what it takes: "kernel" (any program), "guest", "malformed only"
+    summary: str
+    steps: Callable[[Any], None]  # given the campaign's machine on a fresh stage
+
+
+def _overlay_unlink_after_forget(m: Any) -> None:
+    m.home_directory()
+    m.make("file", 1, 1)  # CREATE b: an open handle and one lookup
+    m.release(1)  # the kernel closes the file
+    m.forget(1)  # and evicts the inode: FORGET of its one lookup
+    m.send(c.FUSE_UNLINK, (FuseName(name=b"b"),), nodeid=m.home)  # rm b
+    m.probe("FUSE_UNLINK", VALID, "UNLINK of a forgotten file")
+
+
+def _cuse_write_size(m: Any) -> None:
+    handle = m.first_open()
+    write = FuseWriteIn(fh=handle.fh, offset=0, size=1 << 24, flags=2)
+    m.near_valid(m.build(c.FUSE_WRITE, write, Raw(load=b"x"),
+                         twist=Twist("boundary", "fuse_write_in.size = 16 MiB, 1 byte sent")))
+
+
+def _cuse_ioctl_write_of_nothing(m: Any) -> None:
+    handle = m.first_open()
+    m.ioctl(handle, {"cmd": 0x4503, "arg": 0, "fill": b""})  # FIOC_WRITE, unrestricted: RETRY legs
+
+
+def _virtiofsd_short_header(m: Any) -> None:
+    from fuzz.virtio_chains import Hostile
+
+    m.hostile_chain(Hostile("header-cut", 20), 0)
+
+
+KNOWN = (
+    Known("overlayfs-unlink-after-forget", "fuse-overlayfs", "crash", "kernel",
+          "fuse-overlayfs 1.10: UNLINK of a file whose inode the kernel has forgotten frees it twice "
+          "(glibc: double free detected in tcache 2, SIGABRT): create, close, evict, rm",
+          _overlay_unlink_after_forget),
+    Known("cuse-example-write-size", "cuse-example", "crash", "malformed only",
+          "libfuse 3.14 do_write passes fuse_write_in.size on unchecked; the cuse example copies 16 MiB "
+          "out of a 1-byte WRITE (SIGSEGV)", _cuse_write_size),
+    Known("cuse-example-ioctl-reply", "cuse-example", "malformed-reply", "kernel",
+          "libfuse 3.14's cuse example answers FIOC_WRITE of size 0 (out_size 0) with 16 bytes of output "
+          "it never asked room for: the kernel answers EIO", _cuse_ioctl_write_of_nothing),
+    Known("virtiofsd-short-request", "virtiofsd", "crash", "guest",
+          "virtiofsd 7.2 aborts (fv_queue_worker: assertion) on a request chain whose readable part is "
+          "shorter than fuse_in_header: any guest can stop the device", _virtiofsd_short_header),
+)
+
+
+def reproduce(known: Known) -> Defect | None:
+    """Run ``known``'s steps on a fresh instance of its target; the Defect it shows, or None."""
+    import fuzz.test_campaign  # noqa: F401  (every campaign registered)
+    from fuzz.stage import CAMPAIGNS
+    from targets.spec import is_cuse, is_vhost_user
+
+    spec = parse_spec(known.target)
+    name = "cuse" if is_cuse(spec) else "virtio" if is_vhost_user(spec) and known.trust == "guest" else "fuse"
+    campaign = CAMPAIGNS[name]
+    stage = campaign.open(spec, DEADLINE, Tally())
+    try:
+        known.steps(campaign.machine(stage))
+    except Defect as defect:
+        return defect
+    finally:
+        stage.close()
+    return None
+
+
+def main(only: str | None = None) -> int:
+    still = 0
+    for known in KNOWN:
+        if only and known.name != only:
+            continue
+        defect = reproduce(known)
+        shown = "REPRODUCED" if defect is not None and defect.kind == known.kind else "not reproduced"
+        still += shown == "REPRODUCED"
+        print(f"{shown:<15} {known.name} ({known.target}, {known.trust}): {known.summary}")
+        if defect is not None:
+            print(f"                {defect}"[:400])
+    return 0 if still else 1

@@ -1,0 +1,133 @@
+"""The fuzz campaigns end to end: ``python -m fuzz run`` finds, shrinks and replays the
+reference server's crash and hang mutants, shares its findings through Redis, and runs
+against every kind of target the issue names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fuzz.findings import found
+from fuzz.hostile import FRAMINGS, Framing, boundary, frame, int_bounds
+from fuzz.stats import Tally, coverage_table, gather
+from protocol import constants as c
+from protocol.layers.structs import FuseReadIn
+from protocol.session import KernelSession
+from tests.redis_server import redis_server
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fuzz(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fuzz", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def only_finding(root: Path) -> tuple[object, Path]:
+    kept = found(root)
+    assert len(kept) == 1, [f.headline() for f, _ in kept]
+    return kept[0]
+
+
+# -- strategies -------------------------------------------------------------------
+def test_framings_break_what_they_say() -> None:
+    data = KernelSession().request(c.FUSE_READ, FuseReadIn(fh=1, size=4096))
+    for how in FRAMINGS:
+        broken, twist = frame(data, Framing(how, b"junk", 3 if how == "truncated" else 0x7FFF))
+        assert twist.field_class == "malformed" and broken != data, how
+    assert frame(data, Framing("len+1"))[0][:4] == (len(data) + 1).to_bytes(4, "little")
+    assert len(frame(data, Framing("cut-header"))[0]) == 20
+    assert frame(data, Framing("opcode", value=4095))[0][4:8] == (4095).to_bytes(4, "little")
+
+
+def test_boundaries_come_from_the_field_types() -> None:
+    assert int_bounds("<Q") == (0, 1, 2**64 - 1, 2**64 - 2, 2**63, 2**63 - 1)
+    assert int_bounds("<i") == (0, 1, 2**31 - 1, 2**31 - 2, -(2**31), -1)
+    drawn = boundary((FuseReadIn(fh=7, size=10),), keep=("fh",))
+    seen = {drawn.example()[1].what.split(" = ")[0] for _ in range(60)}
+    assert "fuse_read_in.offset" in seen and not any(".fh" in s for s in seen), seen
+
+
+def test_tallies_add_up(tmp_path: Path) -> None:
+    for worker in ("gw0", "gw1"):
+        tally = Tally(path=tmp_path / f"fuse-{worker}.json")
+        tally.sent_one("FUSE_LOOKUP", "boundary")
+        tally.answer("FUSE_LOOKUP", "ok")
+        tally.flush(force=True)
+    total, workers = gather(tmp_path)
+    assert workers == 2 and total.requests == 2 and total.sent["FUSE_LOOKUP", "boundary"] == 2
+    assert any(row.startswith("| FUSE_LOOKUP | 0 | 2 | 0 |") for row in coverage_table(total))
+
+
+# -- the done-when: a crash and a hang mutant found, shrunk and replayed ------------
+@pytest.mark.parametrize(("mutant", "kind", "timeout"), [("crash-on-long-name", "crash", "1"),
+                                                          ("hang-on-huge-offset", "hang", "0.3")])
+def test_finds_shrinks_and_replays_a_mutant(tmp_path: Path, mutant: str, kind: str, timeout: str) -> None:
+    target = f"ref:mutant={mutant}"
+    started = time.monotonic()
+    result = fuzz("run", "--target", target, "--duration", "60s", "--stop-after", "1", "--shrink-grace",
+                  "30s", "--reply-timeout", timeout, "--findings", str(tmp_path),
+                  "--db", str(tmp_path / "db"))
+    took = time.monotonic() - started
+    assert result.returncode == 1, result.stdout + result.stderr
+    finding, pcap = only_finding(tmp_path)
+    assert finding.kind in (kind, "unresponsive") and finding.target == target, finding  # type: ignore[attr-defined]
+    assert finding.after_seconds < 60, finding  # type: ignore[attr-defined]
+    assert finding.database_entry and pcap.exists(), finding  # type: ignore[attr-defined]
+    assert "replay: python -m fuzz replay" in result.stdout and "findings (1)" in result.stdout
+    assert finding.messages <= 12, f"not shrunk: {finding.messages} messages"  # type: ignore[attr-defined]
+    again = fuzz("replay", str(pcap.parent), "--target", target, "--reply-timeout", timeout)
+    assert again.returncode == 1 and "REPRODUCED" in again.stdout, again.stdout + again.stderr
+    fixed = fuzz("replay", str(pcap.parent), "--target", "ref", "--reply-timeout", timeout)
+    assert fixed.returncode == 0 and "not reproduced" in fixed.stdout, fixed.stdout + fixed.stderr
+    shown = fuzz("show", str(pcap))
+    assert shown.returncode == 0 and "FUSE_INIT" in shown.stdout
+    print(f"{mutant}: found, shrunk to {finding.messages} messages in {took:.0f} s")  # type: ignore[attr-defined]
+
+
+def test_campaigns_share_findings_through_redis(tmp_path: Path) -> None:
+    """Two campaigns, separate processes, one Redis database: the second replays the first's
+    finding at once (its first example), before drawing anything new."""
+    target = "ref:mutant=crash-on-long-name"
+    with redis_server() as url:
+        first = fuzz("run", "--target", target, "--duration", "60s", "--stop-after", "1", "--shrink-grace",
+                     "30s", "--reply-timeout", "1", "--db", url, "--findings", str(tmp_path / "a"))
+        assert first.returncode == 1, first.stdout + first.stderr
+        second = fuzz("run", "--target", target, "--duration", "60s", "--stop-after", "1", "--reply-timeout",
+                      "1", "--db", url, "--findings", str(tmp_path / "b"))
+    assert second.returncode == 1, second.stdout + second.stderr
+    (one, _), (two, _) = only_finding(tmp_path / "a"), only_finding(tmp_path / "b")
+    assert two.signature == one.signature  # type: ignore[attr-defined]
+    assert two.after_examples <= 2, f"the second campaign did not start from the shared finding: {two}"  # type: ignore[attr-defined]
+
+
+# -- every kind of target ---------------------------------------------------------------
+@pytest.mark.parametrize("target", ["passthrough_ll", "fuse-overlayfs", "squashfuse_ll", "virtiofsd",
+                                    "cuse-example", "ref:cuse", "ref:vhost-user", "passthrough_ll-asan"])
+def test_a_campaign_runs_against(tmp_path: Path, target: str) -> None:
+    """A short campaign runs, reports what it sent, and keeps each finding replayable."""
+    result = fuzz("run", "--target", target, "--duration", "8s", "--shrink-grace", "10s", "--findings",
+                  str(tmp_path), "--db", str(tmp_path / "db"))
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    assert f"fuzz campaign against {target}" in result.stdout
+    assert "opcodes covered" in result.stdout and (tmp_path / "coverage.md").exists()
+    rows = (tmp_path / "coverage.md").read_text().splitlines()[2:]
+    assert len(rows) >= 5, rows
+    for finding, pcap in found(tmp_path):
+        record = json.loads((pcap.parent / "finding.json").read_text())
+        assert record["replay"].startswith("python -m fuzz replay") and pcap.exists(), record
+        assert finding.explanation and (pcap.parent / "sequence.txt").read_text()
+
+
+def test_two_workers_show_progress_and_a_summary(tmp_path: Path) -> None:
+    result = fuzz("run", "--target", "passthrough_ll", "--duration", "6s", "--jobs", "2", "--shrink-grace",
+                  "5s", "--findings", str(tmp_path), "--db", str(tmp_path / "db"))
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    assert "2 worker(s)" in result.stdout and "requests (" in result.stdout, result.stdout
+    progress = [line for line in result.stdout.splitlines() if line.startswith("[0:00:")]
+    assert progress and "req/s" in progress[0] and "opcodes" in progress[0], result.stdout
