@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import stat
 import struct
-import time
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
@@ -58,7 +57,8 @@ from targets.wire import wire_target
 
 ROOT = c.FUSE_ROOT_ID
 NAMES = (b"a", b"b", b"c", b"d")
-BURST = 32  # copies of a request in flight together (``burst``)
+BURST = 4096  # copies of a request in flight together at most (``burst``), over a socket
+QUEUED_BURST = 24  # over a virtqueue (two descriptors each, in a queue of 64 or 128)
 INDEX = st.integers(0, 255)  # which of the known nodeids / handles / names (modulo their count)
 #: Opcodes the generic rules draw: all but the ones with rules of their own and those that
 #: belong to other sessions (CUSE_INIT) or need a request in flight (INTERRUPT).
@@ -449,11 +449,12 @@ class FuseFuzzMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: not self.destroyed)
     @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX),
-          seed=st.integers(0, 2**32 - 1), count=st.integers(1, BURST))
+          seed=st.integers(0, 2**32 - 1), scale=st.integers(0, BURST.bit_length() - 1))
     def burst(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int],
-              seed: int, count: int) -> None:
-        """Up to BURST copies of one request in flight together, each with one field at a
-        boundary (a failing burst shrinks to fewer copies)."""
+              seed: int, scale: int) -> None:
+        """2**scale copies (up to BURST) of one request in flight together, each with one field
+        at a boundary (a failing burst shrinks to fewer copies). The campaign's volume: a
+        step of hypothesis costs milliseconds, a copy microseconds."""
         parts, fit = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
         session = self.conn.session
         if not fit or not parts or isinstance(parts[0], Raw) or opcode in NO_REPLY:
@@ -468,38 +469,32 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         template = session.request(opcode, *parts, nodeid=self._target(opcode, which))
         session.forget_pending(session.last_unique)
         first = session.next_unique()
+        count = min(1 << scale, self.stage.extra.get("burst", BURST))
         for _ in range(count - 1):
             session.next_unique()
         self._burst(_name(opcode), list(burst.copies(template, where, seed, count, first)))
 
     def _burst(self, name: str, messages: list[tuple[bytes, str]]) -> None:
-        channel, trail = self.conn.channel, self.stage.trail
-        sent: dict[int, int] = {}  # unique -> index in trail
+        channel, trail, first = self.conn.channel, self.stage.trail, len(self.stage.trail)
+        sent = {burst.UNIQUE.unpack_from(data, burst.UNIQUE_AT)[0]: first + i
+                for i, (data, _) in enumerate(messages)}
+        trail.extend(Exchange(data) for data, _ in messages)
         self.tally.sent[name, "boundary"] += len(messages)
         self.tally.requests += len(messages)
+        waiting = set(sent)
         try:
-            for data, _ in messages:
-                sent[burst.UNIQUE.unpack_from(data, burst.UNIQUE_AT)[0]] = len(trail)
-                trail.append(Exchange(data))
-                channel.send(data, timeout=self.stage.deadline)
-            end = time.monotonic() + self.stage.deadline
-            waiting = set(sent)
-            while waiting:
-                reply = channel.recv(burst.deadline_left(end))
-                unique = burst.UNIQUE.unpack_from(reply, burst.UNIQUE_AT)[0] if len(reply) >= 16 else -1
-                if unique == 0 or self.conn.session.pending.pop(unique, None) is not None:
-                    continue  # a notification, or the late answer to an earlier broken request
-                problem = burst.wire_problem(reply, waiting)
-                index = sent.get(unique)
-                if index is not None:
-                    trail[index] = Exchange(trail[index].request, reply)
-                if problem:
-                    what = messages[index - min(sent.values())][1] if index is not None else "a burst"
-                    raise Defect("malformed-reply", name, "boundary", f"to {name} ({what}): {problem}")
-                waiting.discard(unique)
-                self.tally.replies += 1
-                error = burst.OUT_HEADER.unpack_from(reply)[1]
-                self.tally.answered[name, "ok" if not error else os.strerror(-error)] += 1
+            if hasattr(channel, "pipeline"):  # a socket: all in flight, read as they come
+                replies = channel.pipeline([data for data, _ in messages], len(messages), self.stage.deadline)
+            else:
+                for data, _ in messages:
+                    channel.send(data, timeout=self.stage.deadline)
+                replies = []
+            while True:
+                for reply in replies:
+                    self._burst_reply(name, messages, sent, waiting, reply, first)
+                if not waiting:
+                    break
+                replies = [channel.recv(self.stage.deadline)]  # the next reply's deadline
         except (TargetDied, DaemonDied):
             self._ended(name, Twist("boundary", "a burst"), f"a burst of {len(messages)} {name}")
             return
@@ -508,12 +503,29 @@ class FuseFuzzMachine(RuleBasedStateMachine):
                 self._ended(name, Twist("boundary", "a burst"), f"a burst of {len(messages)} {name}")
                 return
             self.stage.extra["broken"] = True
-            lost = [messages[i - min(sent.values())][1] for u, i in sent.items() if u in waiting]
+            lost = [messages[i - first][1] for u, i in sent.items() if u in waiting]
             raise Defect("hang", name, "boundary", f"{len(waiting)} of {len(messages)} {name} in a burst "
                          f"got no reply within {self.stage.deadline:g} s, e.g. ({lost[0]})") from None
         sent_what = f"a burst of {len(messages)} {name}"
         self.watch.check(name, "boundary", sent_what)
         self.probe(name, Twist("boundary", sent_what), sent_what)
+
+    def _burst_reply(self, name: str, messages: list[tuple[bytes, str]], sent: dict[int, int],
+                     waiting: set[int], reply: bytes, first: int) -> None:
+        unique = burst.UNIQUE.unpack_from(reply, burst.UNIQUE_AT)[0] if len(reply) >= 16 else -1
+        if unique == 0 or (unique not in waiting and self.conn.session.pending.pop(unique, None)):
+            return  # a notification, or the late answer to an earlier broken request
+        problem = burst.wire_problem(reply, waiting)
+        index = sent.get(unique)
+        if index is not None:
+            self.stage.trail[index] = Exchange(self.stage.trail[index].request, reply)
+        if problem:
+            what = messages[index - first][1] if index is not None else "a burst"
+            raise Defect("malformed-reply", name, "boundary", f"to {name} ({what}): {problem}")
+        waiting.discard(unique)
+        self.tally.replies += 1
+        error = burst.OUT_HEADER.unpack_from(reply)[1]
+        self.tally.answered[name, "ok" if not error else os.strerror(-error)] += 1
 
     @precondition(lambda self: not self.destroyed and self.wild)
     @rule(opcode=st.sampled_from(DRAWN), data=st.data(),
@@ -572,7 +584,8 @@ def open_stage(spec: TargetSpec, deadline: float, tally: Tally) -> Stage:
         raise
     watch = Watch(target.daemon)
     return Stage(target, tally, deadline, conn, Exchange(data, reply.raw),
-                 extra={"watch": watch, "wild": _wild(spec)})
+                 extra={"watch": watch, "wild": _wild(spec),
+                        "burst": QUEUED_BURST if is_vhost_user(spec) else BURST})
 
 
 def _healthy(stage: Stage) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from hypothesis import strategies as st
@@ -129,6 +130,7 @@ FRAMINGS = ("len+1", "len-1", "len=0", "len=header", "len=max", "len-short-of-bo
             "cut-header", "garbage", "garbage-unsized", "no-nul", "opcode", "unique=0")
 
 
+@cache
 def malformed() -> SearchStrategy[Framing]:
     garbage = st.binary(min_size=1, max_size=64)
     return st.one_of(

@@ -179,6 +179,7 @@ def _header(cls: type[Packet], **fixed: Any) -> SearchStrategy[Packet]:
     return fields_for(cls).map(lambda fields: cls(**{**fields, **fixed}))
 
 
+@cache
 def bodies(opcode: int) -> SearchStrategy[list[Packet]]:
     """The body parts of a valid request with ``opcode``, counts and sizes consistent."""
     return _parts(REQUEST_LAYERS[opcode]).map(_consistent)

@@ -196,6 +196,50 @@ class SeqpacketChannel:
         self.transcript.append("from_target", data)
         return data
 
+    def pipeline(self, messages: list[bytes], expect: int, timeout: float) -> list[bytes]:
+        """Send every message and read up to ``expect`` datagrams back, reading while the
+        socket is full (as a busy kernel's queue does): the replies in order, until ``timeout``
+        s pass with nothing sent or read. No poll while a send or a read goes through at once."""
+        self._check_open()
+        sock, flags, bufsize, log = self.sock, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, self.bufsize, \
+            self.transcript.append
+        deadline = time.monotonic() + timeout
+        replies: list[bytes] = []
+        sent = 0
+        while sent < len(messages) or len(replies) < expect:
+            moved = False
+            while sent < len(messages):
+                try:
+                    sock.send(messages[sent], flags)
+                except BlockingIOError:
+                    break
+                except (BrokenPipeError, ConnectionResetError):
+                    raise self._died() from None
+                log("to_target", messages[sent])
+                sent += 1
+                moved = True
+            while len(replies) < expect:
+                try:
+                    data, _, got, _ = sock.recvmsg(bufsize, 0, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except ConnectionResetError:
+                    raise self._died() from None
+                if not data and self._hung_up():
+                    raise self._died()
+                if got & socket.MSG_TRUNC:
+                    raise TargetError(f"{self.name} sent a datagram larger than the {bufsize}-byte buffer")
+                log("from_target", data)
+                replies.append(data)
+                moved = True
+            if moved:  # the deadline is for the next sign of life, not for the whole pipeline
+                deadline = time.monotonic() + timeout
+            else:
+                events = select.POLLIN | (select.POLLOUT if sent < len(messages) else 0)
+                if time.monotonic() >= deadline or not self._wait(events, deadline):
+                    break
+        return replies
+
     def close(self) -> None:
         """Close our end; a libfuse daemon reads EOF and exits."""
         if not self.closed:
