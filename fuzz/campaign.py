@@ -27,6 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test
 
 from fuzz import verdict
 from fuzz.findings import Finding, keep
+from fuzz.reproducer import Exchange
 from fuzz.stage import Campaign, Stage
 from fuzz.stats import Tally
 from fuzz.verdict import Defect
@@ -102,6 +103,7 @@ class Runner:
     _started: float = field(default_factory=time.monotonic)
     _end: float = float("inf")
     _spare: Future[Stage] | None = None
+    failed_trail: list[Exchange] = field(default_factory=list)
     _spares: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "fuzz-spare"))
     _batch_defects: int = 0
     version: str = ""
@@ -111,6 +113,8 @@ class Runner:
         """The stage for the next example: reopened after a defect or when unfit."""
         failed = Defect.made != self._defects_seen
         self._defects_seen = Defect.made
+        if failed and self.stage is not None:  # what the failing example sent, for a flaky end
+            self.failed_trail = [m for m in (self.stage.init, *self.stage.trail) if m is not None]
         if self.stage is not None and (failed or not self.campaign.healthy(self.stage)):
             self.close()
             self.tally.restarts += 1
@@ -203,8 +207,10 @@ class Runner:
 
     def record(self, defect: Defect, seed: int, database: Any, *, flaky: bool = False) -> Finding | None:
         stage = self.stage
-        exchanges = ([stage.init] if stage is not None and stage.init is not None else []) + (
-            list(stage.trail) if stage is not None else [])
+        if flaky or defect.number != Defect.made or stage is None:  # the final run passed
+            exchanges = list(self.failed_trail)
+        else:
+            exchanges = [m for m in (stage.init, *stage.trail) if m is not None]
         stderr = stage.extra["watch"].stderr(20_000) if stage is not None and "watch" in stage.extra else ""
         self.close()  # the next batch starts on a fresh instance
         if defect.signature in self.kept:
@@ -213,6 +219,7 @@ class Runner:
                              campaign=self.campaign.name, seed=seed)
         finding.after_seconds = round(time.monotonic() - self._started, 2)
         finding.after_examples = self.tally.examples
+        finding.flaky = flaky
         if flaky:
             finding.explanation += ("\n(hypothesis could not make it fail again on the same "
                                     "sequence: it depends on timing or on earlier examples)")

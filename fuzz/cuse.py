@@ -32,6 +32,7 @@ from fuzz.reproducer import Exchange
 from fuzz.stage import Campaign, Stage, register
 from fuzz.stats import Tally
 from fuzz.verdict import Defect
+from fuzz.watch import Watch
 from protocol import constants as c
 from protocol.errors import RemoteProtocolError
 from protocol.events import Notify, Reply
@@ -145,7 +146,8 @@ def open_stage(spec: TargetSpec, deadline: float, tally: Tally) -> Stage:
     target = CuseTarget(spec).open()
     try:
         conn = KernelConnection(target.channel, timeout=deadline)
-        stage = Stage(target=target, tally=tally, deadline=deadline, conn=conn)
+        stage = Stage(target=target, tally=tally, deadline=deadline, conn=conn,
+                      extra={"watch": Watch(target.daemon)})
         data = conn.session.cuse_init()
         tally.sent_one("CUSE_INIT", "valid")
         reply = conn.wait(conn.session.last_unique, data)
@@ -273,6 +275,7 @@ class CuseFuzzMachine(RuleBasedStateMachine):
         daemon = self.stage.target.daemon
         if daemon is not None and not daemon.alive():
             raise self.crash(culprit)
+        self.stage.extra["watch"].check(culprit.name, culprit.twist.field_class, culprit.shown)
 
     def record(self, message: Message, reply: Reply | Notify | None, wire: bytes | None = None) -> None:
         self.stage.trail.append(Exchange(message.data if wire is None else wire,

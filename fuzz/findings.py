@@ -47,6 +47,7 @@ class Finding:
     reproducer: str = "sequence.pcap"
     after_seconds: float = 0.0  # into the campaign (this worker's), shrinking included
     after_examples: int = 0  # examples the worker ran until then (shrinking's included)
+    flaky: bool = False  # hypothesis could not make the shrunk example fail again
 
     @classmethod
     def of(cls, defect: Defect, *, target: str, version: str, campaign: str, seed: int) -> Finding:

@@ -57,6 +57,7 @@ from targets.wire import wire_target
 
 ROOT = c.FUSE_ROOT_ID
 NAMES = (b"a", b"b", b"c", b"d")
+BEFORE_INIT_WAIT = 0.5  # seconds a request before INIT may go unanswered
 BURST = 4096  # copies of a request in flight together at most (``burst``), over a socket
 QUEUED_BURST = 24  # over a virtqueue (two descriptors each, in a queue of 64 or 128)
 INDEX = st.integers(0, 255)  # which of the known nodeids / handles / names (modulo their count)
@@ -485,10 +486,12 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         try:
             if hasattr(channel, "pipeline"):  # a socket: all in flight, read as they come
                 replies = channel.pipeline([data for data, _ in messages], len(messages), self.stage.deadline)
-            else:
+            else:  # a virtqueue: one at a time (its free descriptors are the harness's to count)
+                replies = []
                 for data, _ in messages:
                     channel.send(data, timeout=self.stage.deadline)
-                replies = []
+                    for reply in (channel.recv(self.stage.deadline),):
+                        self._burst_reply(name, messages, sent, waiting, reply, first)
             while True:
                 for reply in replies:
                     self._burst_reply(name, messages, sent, waiting, reply, first)
@@ -571,21 +574,41 @@ def _wild(spec: TargetSpec) -> bool:
 
 
 def open_stage(spec: TargetSpec, deadline: float, tally: Tally) -> Stage:
-    """A fresh instance of ``spec`` after INIT."""
+    """A fresh instance of ``spec`` after INIT; before the INIT, a GETATTR (out of order: the
+    target may answer an error or nothing, and must then still take the INIT)."""
     target = wire_target(spec).open()
+    watch = Watch(target.daemon)
     try:
         conn = KernelConnection(target.channel, timeout=deadline)
+        _before_init(conn, tally, deadline)
         data = conn.session.init()
         reply = conn.wait(conn.session.last_unique, data)
         if not reply.ok or conn.session.negotiated is None:
             raise TargetError(f"{spec.text} refused FUSE_INIT: error {reply.error}")
+    except (DaemonDied, TargetDied, NoReply) as exc:
+        target.close()
+        if watch.signalled() or isinstance(exc, NoReply):
+            kind = "crash" if watch.signalled() else "hang"
+            raise Defect(kind, "FUSE_GETATTR", "malformed",
+                         f"a GETATTR before INIT, then INIT: {exc}") from None
+        raise
     except BaseException:
         target.close()
         raise
-    watch = Watch(target.daemon)
     return Stage(target, tally, deadline, conn, Exchange(data, reply.raw),
                  extra={"watch": watch, "wild": _wild(spec),
                         "burst": QUEUED_BURST if is_vhost_user(spec) else BURST})
+
+
+def _before_init(conn: KernelConnection, tally: Tally, deadline: float) -> None:
+    data = conn.session.request(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=ROOT)
+    tally.sent_one("FUSE_GETATTR", "malformed")
+    try:
+        reply = conn.wait(conn.session.last_unique, data, timeout=min(deadline, BEFORE_INIT_WAIT))
+    except NoReply:
+        tally.answer("FUSE_GETATTR", "silent")
+        return
+    tally.answer("FUSE_GETATTR", _outcome(reply))
 
 
 def _healthy(stage: Stage) -> bool:

@@ -15,11 +15,11 @@ from typing import Any
 
 from scapy.packet import Raw
 
-from fuzz.hostile import VALID, Twist
+from fuzz.hostile import VALID, Framing, Twist, frame
 from fuzz.stats import Tally
 from fuzz.verdict import Defect
 from protocol import constants as c
-from protocol.layers.structs import FuseWriteIn
+from protocol.layers.structs import FuseAccessIn, FuseWriteIn
 from protocol.layers.variable import FuseName
 from targets.spec import parse_spec
 
@@ -34,6 +34,7 @@ class Known:
     trust: str  # who can send what it takes: "kernel" (any program), "guest", "malformed only"
     summary: str
     steps: Callable[[Any], None]  # given the campaign's machine on a fresh stage
+    campaign: str = "fuse"  # whose machine the steps use
 
 
 def _overlay_unlink_after_forget(m: Any) -> None:
@@ -57,6 +58,14 @@ def _cuse_ioctl_write_of_nothing(m: Any) -> None:
     m.ioctl(handle, {"cmd": 0x4503, "arg": 0, "fill": b""})  # FIOC_WRITE, unrestricted: RETRY legs
 
 
+def _virtiofsd_unique_zero(m: Any) -> None:
+    data = m.conn.session.request(c.FUSE_ACCESS, FuseAccessIn(mask=0), nodeid=c.FUSE_ROOT_ID)
+    m.conn.session.forget_pending(m.conn.session.last_unique)
+    broken, twist = frame(data, Framing("unique=0"))
+    m.exchange(c.FUSE_ACCESS, broken, twist)
+    m.probe("FUSE_ACCESS", twist, "ACCESS with unique 0")
+
+
 def _virtiofsd_short_header(m: Any) -> None:
     from fuzz.virtio_chains import Hostile
 
@@ -74,9 +83,12 @@ KNOWN = (
     Known("cuse-example-ioctl-reply", "cuse-example", "malformed-reply", "kernel",
           "libfuse 3.14's cuse example answers FIOC_WRITE of size 0 (out_size 0) with 16 bytes of output "
           "it never asked room for: the kernel answers EIO", _cuse_ioctl_write_of_nothing),
+    Known("virtiofsd-unique-zero", "virtiofsd", "crash", "guest",
+          "virtiofsd 7.2 aborts (virtio_send_msg: Assertion `out->unique' failed) answering a request "
+          "whose fuse_in_header.unique is 0: any guest can stop the device", _virtiofsd_unique_zero),
     Known("virtiofsd-short-request", "virtiofsd", "crash", "guest",
           "virtiofsd 7.2 aborts (fv_queue_worker: assertion) on a request chain whose readable part is "
-          "shorter than fuse_in_header: any guest can stop the device", _virtiofsd_short_header),
+          "shorter than fuse_in_header: any guest can stop the device", _virtiofsd_short_header, "virtio"),
 )
 
 
@@ -84,10 +96,10 @@ def reproduce(known: Known) -> Defect | None:
     """Run ``known``'s steps on a fresh instance of its target; the Defect it shows, or None."""
     import fuzz.test_campaign  # noqa: F401  (every campaign registered)
     from fuzz.stage import CAMPAIGNS
-    from targets.spec import is_cuse, is_vhost_user
+    from targets.spec import is_cuse
 
     spec = parse_spec(known.target)
-    name = "cuse" if is_cuse(spec) else "virtio" if is_vhost_user(spec) and known.trust == "guest" else "fuse"
+    name = "cuse" if is_cuse(spec) else "virtio" if known.campaign == "virtio" else "fuse"
     campaign = CAMPAIGNS[name]
     stage = campaign.open(spec, DEADLINE, Tally())
     try:
