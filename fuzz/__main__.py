@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fuzz.replay import Outcome
 from protocol.pcap import PcapError
 from targets.errors import TargetError
 from targets.spec import parse_spec
@@ -71,12 +72,17 @@ def _replay_finding(args: argparse.Namespace) -> int:
     from fuzz.replay import replay_finding
 
     outcome = replay_finding(args.file, parse_spec(args.target), timeout=args.reply_timeout)
+    return _verdict(outcome, args.target, "came through the finding's sequence unharmed")
+
+
+def _verdict(outcome: Outcome, target: str, unharmed: str) -> int:
+    """Print a replay's lines and whether it reproduced: exit status 1 if it did, else 0."""
     print("\n".join(outcome.lines))
     if outcome.reproduced:
-        print(f"REPRODUCED against {args.target}:")
+        print(f"REPRODUCED against {target}:")
         print("\n".join(f"- {problem}" for problem in outcome.problems))
         return 1
-    print(f"not reproduced: {args.target} came through the finding's sequence unharmed")
+    print(f"not reproduced: {target} {unharmed}")
     return 0
 
 
@@ -101,13 +107,7 @@ def _saved(args: argparse.Namespace) -> int:
             print(dissect(exchanges))
         return 0
     outcome = replay(exchanges, parse_spec(args.target), timeout=args.reply_timeout)
-    print("\n".join(outcome.lines))
-    if outcome.reproduced:
-        print(f"REPRODUCED against {args.target}:")
-        print("\n".join(f"- {problem}" for problem in outcome.problems))
-        return 1
-    print(f"not reproduced: {args.target} answered all {len(exchanges)} requests as the model expects")
-    return 0
+    return _verdict(outcome, args.target, f"answered all {len(exchanges)} requests as the model expects")
 
 
 if __name__ == "__main__":
