@@ -44,6 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _started = time.monotonic()
     config.addinivalue_line("markers", "rule(id): the conformance rule a test checks")
     config.addinivalue_line("markers", "spread: a long test, put where another worker starts its own")
+    config.addinivalue_line("markers", "alone: a timing goal; ./fusecheck selftest runs these after the "
+                            "parallel run, one at a time, on an otherwise idle machine")
     _interrupt_on_sigterm()
     _private_mounts()
 

@@ -69,6 +69,10 @@ DRAWN = sorted(op for op in REQUEST_LAYERS if op not in SPECIAL and op in c.OPCO
 DIR_OPS = {c.FUSE_LOOKUP, c.FUSE_MKDIR, c.FUSE_MKNOD, c.FUSE_CREATE, c.FUSE_SYMLINK, c.FUSE_UNLINK,
            c.FUSE_RMDIR, c.FUSE_RENAME, c.FUSE_RENAME2, c.FUSE_LINK, c.FUSE_OPENDIR, c.FUSE_TMPFILE}
 NAMED = {op for op, layers in REQUEST_LAYERS.items() if FuseName in layers and op in DRAWN}
+#: Offsets and sizes of the data path, and the requests that carry them (``huge``)
+EXTENTS = {"offset", "size", "length", "off_in", "off_out", "len"}
+DATA_OPS = {c.FUSE_READ, c.FUSE_WRITE, c.FUSE_FALLOCATE, c.FUSE_LSEEK, c.FUSE_COPY_FILE_RANGE,
+            c.FUSE_COPY_FILE_RANGE_64}
 MAKERS = {c.FUSE_MKDIR, c.FUSE_MKNOD, c.FUSE_CREATE, c.FUSE_SYMLINK, c.FUSE_LINK, c.FUSE_TMPFILE}
 DIR_FH_OPS = {c.FUSE_READDIR, c.FUSE_READDIRPLUS, c.FUSE_FSYNCDIR}
 FILE_FH_OPS = {c.FUSE_READ, c.FUSE_WRITE, c.FUSE_FLUSH, c.FUSE_FSYNC, c.FUSE_FALLOCATE, c.FUSE_LSEEK,
@@ -442,6 +446,18 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         shown = repr(name) if len(name) <= 8 else f"{len(name)} bytes"
         self.send(opcode, tuple(odd), nodeid=self._target(opcode, which),
                   twist=Twist("boundary", f"the name is {shown}"))
+
+    @precondition(lambda self: not self.destroyed)
+    @rule(opcode=st.sampled_from(sorted(DATA_OPS)), data=st.data(), which=INDEX,
+          ids=st.tuples(INDEX, INDEX, INDEX))
+    def huge(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int]) -> None:
+        """A data request (READ, WRITE, FALLOCATE, LSEEK, COPY_FILE_RANGE...) with an offset or
+        a size at a boundary: huge, negative as loff_t, zero."""
+        parts, fit = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+        others = tuple(f.name for f in parts[0].fields_desc if f.name not in EXTENTS) if parts else ()
+        layers, twist = data.draw(boundary(parts[:1], keep=others)) if parts else ((), VALID)
+        if fit and layers:
+            self.send(opcode, (*layers, *parts[1:]), nodeid=self._target(opcode, which), twist=twist)
 
     @precondition(lambda self: not self.destroyed)
     @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX))
