@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     known = commands.add_parser("known", help="reproduce the real findings listed in fuzz/known.py")
     known.add_argument("--only", default=None, help="one of them, by name")
     args = parser.parse_args(argv)
+    if os.geteuid() == 0:  # every mount a target makes (CUSE's stand-in) dies with this process
+        from targets import fusedev
+
+        try:
+            fusedev.enter_private_mount_namespace()
+        except fusedev.NamespaceError as exc:
+            print(f"python -m fuzz: {exc.message}; {exc.hint}", file=sys.stderr)
+            return 2
     try:
         if args.command == "run":
             parse_spec(args.target)
