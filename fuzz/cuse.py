@@ -202,13 +202,10 @@ class CuseFuzzMachine(RuleBasedStateMachine):
         return found
 
     def crash(self, culprit: Message) -> Defect:
-        daemon = self.stage.target.daemon
-        if daemon is None:
-            return self.defect("crash", culprit, f"the target closed the channel after {culprit.shown}")
-        daemon.wait_exit(self.stage.deadline)
-        return self.defect("crash", culprit, f"the target {daemon.exit_description()} after "
-                           f"{culprit.shown} ({culprit.twist.what}); stderr ends: "
-                           f"{daemon.stderr_tail(800)!r}")
+        found = self.stage.extra["watch"].crashed(culprit.name, culprit.twist.field_class,
+                                                  f"{culprit.shown} ({culprit.twist.what})")
+        self.stage.extra["broken"] = found  # the stage is no longer fit for an example
+        return found
 
     def send(self, message: Message, wire: bytes | None = None) -> None:
         self.stage.tally.sent_one(message.name, message.twist.field_class)

@@ -28,7 +28,6 @@ REQUESTS, HIPRIO = 1, v.VIRTIO_FS_HIPRIO_QUEUE
 NAMES = (b"hello.txt", b"dir", b"link", b"absent")  # in both back-ends' trees (targets.daemons.populate)
 LAYOUTS = ("plain", "split-header", "split-reply", "indirect", "indirect-split")
 #: What glibc and an ``assert`` print as a process aborts (virtiofsd's sandbox parent then exits 1)
-ABORTED = ("Assertion `", "*** stack smashing", "double free", "malloc(): ", "free(): ", "Aborted")
 GRACE = 0.3  # seconds a hostile chain may lag behind the probe offered after it
 MIN_FREE = 16  # descriptors a healthy stage keeps free (unused hostile chains hold theirs)
 WIRE = ("reply.len-mismatch", "reply.error-range", "reply.body-after-error", "reply.short",

@@ -18,7 +18,7 @@ SIGNALLED = "killed by"  # in Daemon.exit_description, for a death by signal
 #: What glibc and assert(3) print before abort(): a forking daemon's parent (virtiofsd's
 #: sandbox) then exits with a status, not a signal
 ABORTED = ("Assertion `", "double free", "free(): ", "malloc(): ", "corrupted ", "stack smashing",
-           "terminate called")
+           "terminate called", "Aborted")
 
 
 @dataclass
