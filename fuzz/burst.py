@@ -58,17 +58,22 @@ def points(cls: type[Packet], size: int) -> tuple[Point, ...]:
 
 
 def copies(template: bytes, where: tuple[Point, ...], seed: int, count: int,
-           first_unique: int) -> Iterator[tuple[bytes, str]]:
-    """``count`` copies of ``template``, each with one field at a boundary and its own unique."""
-    draw = random.Random(seed)
+           first_unique: int) -> Iterator[tuple[bytes, tuple[str, int]]]:
+    """``count`` copies of ``template``, each with one field at a boundary and its own unique,
+    with which field and value (``what`` says it in words)."""
+    pick = random.Random(seed).random
     buffer = bytearray(template)
     for i in range(count):
-        point = where[draw.randrange(len(where))]
-        value = point.values[draw.randrange(len(point.values))]
+        point = where[int(pick() * len(where))]
+        value = point.values[int(pick() * len(point.values))]
         copy = bytearray(buffer)
         point.packer.pack_into(copy, point.offset, value)
         UNIQUE.pack_into(copy, UNIQUE_AT, first_unique + 2 * i)
-        yield bytes(copy), f"{point.name} = {value:#x}"
+        yield bytes(copy), (point.name, value)
+
+
+def what(twist: tuple[str, int]) -> str:
+    return f"{twist[0]} = {twist[1]:#x}"
 
 
 def wire_problem(reply: bytes, sent: set[int]) -> str | None:

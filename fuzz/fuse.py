@@ -60,6 +60,7 @@ NAMES = (b"a", b"b", b"c", b"d")
 BEFORE_INIT_WAIT = 0.5  # seconds a request before INIT may go unanswered
 BURST = 4096  # copies of a request in flight together at most (``burst``), over a socket
 QUEUED_BURST = 24  # over a virtqueue (two descriptors each, in a queue of 64 or 128)
+REF_BURST = 256  # to the reference server: Python answers in 100 us, not 10 (a step stays short)
 INDEX = st.integers(0, 255)  # which of the known nodeids / handles / names (modulo their count)
 #: Opcodes the generic rules draw: all but the ones with rules of their own and those that
 #: belong to other sessions (CUSE_INIT) or need a request in flight (INTERRUPT).
@@ -87,8 +88,25 @@ MAX_VALID_SIZE = 128 * 1024
 SAFE_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK)
 #: Fields that name what the target handed out: at a boundary only past a trust boundary
 ID_FIELDS = ("fh", "fh_in", "fh_out", "nodeid", "oldnodeid", "newdir", "nodeid_out")
+#: Requests that may rightly wait for ever: a conflicting lock held by another owner
+MAY_WAIT = {c.FUSE_SETLKW}
 WIRE_FINDINGS = ("reply.len-mismatch", "reply.error-range", "reply.body-after-error", "reply.short",
                  "reply.unknown-unique")
+
+
+def _burstable(opcode: int) -> bool:
+    """Whether a burst can vary ``opcode``: a reply due, a first body struct with integers."""
+    layers = REQUEST_LAYERS[opcode]
+    if not layers or layers[0] is Raw or opcode in NO_REPLY or opcode in MAY_WAIT:
+        return False
+    try:
+        return bool(burst.points(layers[0], fixed_size(layers[0])))
+    except TypeError:
+        return False
+
+
+#: What the burst rule draws from (those whose handle is open)
+BURSTABLE = tuple(op for op in DRAWN if _burstable(op))
 
 
 @dataclass
@@ -101,6 +119,15 @@ class Node:
 
 def _name(opcode: int) -> str:
     return c.OPCODE_NAMES.get(opcode, f"opcode {opcode:#x}")
+
+
+_ERRORS = {0: "ok"}  # fuse_out_header.error -> how the tally calls it, as met
+
+
+def _error(reply: bytes) -> str:
+    error = burst.OUT_HEADER.unpack_from(reply)[1]
+    _ERRORS[error] = os.strerror(-error)
+    return _ERRORS[error]
 
 
 def _outcome(reply: Reply) -> str:
@@ -152,6 +179,10 @@ class FuseFuzzMachine(RuleBasedStateMachine):
             self._ended(name, twist, sent)
             return None
         except NoReply:
+            if opcode in MAY_WAIT:  # it waits for a lock; the stage is done, not the target
+                self.stage.extra["broken"] = True
+                self.tally.answer(name, "silent")
+                return None
             self._silent(name, twist, sent)
             return None
         except (MalformedReply, UnexpectedReply) as exc:
@@ -401,6 +432,12 @@ class FuseFuzzMachine(RuleBasedStateMachine):
             fitted.append(part)
         return tuple(fitted), fit
 
+    def _handle_open(self, opcode: int) -> bool:
+        """Whether a request with ``opcode`` can name an open handle, if it needs one."""
+        if opcode in DIR_FH_OPS:
+            return bool(self.dir_fhs)
+        return opcode not in FILE_FH_OPS or bool(self.fhs)
+
     def _target(self, opcode: int, which: int) -> int:
         if opcode in DIR_FH_OPS:
             return next((n for _, n in self.dir_fhs), ROOT)
@@ -474,23 +511,25 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         self.exchange(sent_opcode if sent_opcode in c.OPCODE_NAMES else opcode, mangled, twist)
 
     @precondition(lambda self: not self.destroyed)
-    @rule(opcode=st.sampled_from(DRAWN), data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX),
+    @rule(pick=INDEX, data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX),
           seed=st.integers(0, 2**32 - 1), scale=st.integers(0, BURST.bit_length() - 1))
-    def burst(self, opcode: int, data: st.DataObject, which: int, ids: tuple[int, int, int],
+    def burst(self, pick: int, data: st.DataObject, which: int, ids: tuple[int, int, int],
               seed: int, scale: int) -> None:
         """2**scale copies (up to BURST) of one request in flight together, each with one field
         at a boundary (a failing burst shrinks to fewer copies). The campaign's volume: a
-        step of hypothesis costs milliseconds, a copy microseconds."""
+        step of hypothesis costs milliseconds, a copy microseconds. The request is one of
+        those with a struct to vary whose handle is open (``pick`` of them), so that a burst
+        drawn is a burst sent."""
+        ready = [op for op in BURSTABLE if self._handle_open(op)]
+        opcode = ready[pick % len(ready)]
         parts, fit = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
         session = self.conn.session
-        if not fit or not parts or isinstance(parts[0], Raw) or opcode in NO_REPLY:
-            return
         try:
             size = fixed_size(request_layers_at(opcode, session.proto_minor, session.proto_flags)[0])
         except (TypeError, IndexError):
             return
         where = tuple(p for p in burst.points(type(parts[0]), size) if self.wild or p.name not in ID_FIELDS)
-        if not where:
+        if not fit or not where:
             return
         template = session.request(opcode, *parts, nodeid=self._target(opcode, which))
         session.forget_pending(session.last_unique)
@@ -500,7 +539,7 @@ class FuseFuzzMachine(RuleBasedStateMachine):
             session.next_unique()
         self._burst(_name(opcode), list(burst.copies(template, where, seed, count, first)))
 
-    def _burst(self, name: str, messages: list[tuple[bytes, str]]) -> None:
+    def _burst(self, name: str, messages: list[tuple[bytes, tuple[str, int]]]) -> None:
         channel, trail, first = self.conn.channel, self.stage.trail, len(self.stage.trail)
         sent = {burst.UNIQUE.unpack_from(data, burst.UNIQUE_AT)[0]: first + i
                 for i, (data, _) in enumerate(messages)}
@@ -511,8 +550,9 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         try:
             if hasattr(channel, "pipeline"):  # a socket: all in flight, read as they come
                 replies = channel.pipeline([data for data, _ in messages], len(messages), self.stage.deadline)
+                waited = len(replies) < len(messages)  # it gave up: a deadline without a sign of life
             else:  # a virtqueue: one at a time (its free descriptors are the harness's to count)
-                replies = []
+                replies, waited = [], False
                 for data, _ in messages:
                     channel.send(data, timeout=self.stage.deadline)
                     for reply in (channel.recv(self.stage.deadline),):
@@ -522,7 +562,10 @@ class FuseFuzzMachine(RuleBasedStateMachine):
                     self._burst_reply(name, messages, sent, waiting, reply, first)
                 if not waiting:
                     break
-                replies = [channel.recv(self.stage.deadline)]  # the next reply's deadline
+                if waited:
+                    raise TargetError("no reply within the deadline")
+                replies = [channel.recv(self.stage.deadline)]  # the next reply's deadline (the
+                # pipeline's count took notifications and late answers to earlier requests)
         except (TargetDied, DaemonDied):
             self._ended(name, Twist("boundary", "a burst"), f"a burst of {len(messages)} {name}")
             return
@@ -531,14 +574,14 @@ class FuseFuzzMachine(RuleBasedStateMachine):
                 self._ended(name, Twist("boundary", "a burst"), f"a burst of {len(messages)} {name}")
                 return
             self.stage.extra["broken"] = True
-            lost = [messages[i - first][1] for u, i in sent.items() if u in waiting]
+            lost = [burst.what(messages[i - first][1]) for u, i in sent.items() if u in waiting]
             raise Defect("hang", name, "boundary", f"{len(waiting)} of {len(messages)} {name} in a burst "
                          f"got no reply within {self.stage.deadline:g} s, e.g. ({lost[0]})") from None
         sent_what = f"a burst of {len(messages)} {name}"
         self.watch.check(name, "boundary", sent_what)
         self.probe(name, Twist("boundary", sent_what), sent_what)
 
-    def _burst_reply(self, name: str, messages: list[tuple[bytes, str]], sent: dict[int, int],
+    def _burst_reply(self, name: str, messages: list[tuple[bytes, tuple[str, int]]], sent: dict[int, int],
                      waiting: set[int], reply: bytes, first: int) -> None:
         unique = burst.UNIQUE.unpack_from(reply, burst.UNIQUE_AT)[0] if len(reply) >= 16 else -1
         if unique == 0 or (unique not in waiting and self.conn.session.pending.pop(unique, None)):
@@ -548,12 +591,11 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         if index is not None:
             self.stage.trail[index] = Exchange(self.stage.trail[index].request, reply)
         if problem:
-            what = messages[index - first][1] if index is not None else "a burst"
+            what = burst.what(messages[index - first][1]) if index is not None else "a burst"
             raise Defect("malformed-reply", name, "boundary", f"to {name} ({what}): {problem}")
         waiting.discard(unique)
         self.tally.replies += 1
-        error = burst.OUT_HEADER.unpack_from(reply)[1]
-        self.tally.answered[name, "ok" if not error else os.strerror(-error)] += 1
+        self.tally.answered[name, _ERRORS.get(burst.OUT_HEADER.unpack_from(reply)[1]) or _error(reply)] += 1
 
     @precondition(lambda self: not self.destroyed and self.wild)
     @rule(opcode=st.sampled_from(DRAWN), data=st.data(),
@@ -622,7 +664,13 @@ def open_stage(spec: TargetSpec, deadline: float, tally: Tally) -> Stage:
         raise
     return Stage(target, tally, deadline, conn, Exchange(data, reply.raw),
                  extra={"watch": watch, "wild": _wild(spec),
-                        "burst": QUEUED_BURST if is_vhost_user(spec) else BURST})
+                        "burst": _burst_cap(spec)})
+
+
+def _burst_cap(spec: TargetSpec) -> int:
+    if is_vhost_user(spec):
+        return QUEUED_BURST
+    return REF_BURST if spec.name == "ref" else BURST
 
 
 def _before_init(conn: KernelConnection, tally: Tally, deadline: float) -> None:

@@ -40,6 +40,10 @@ class Record(NamedTuple):
 
 _Fields = tuple[float, Direction, bytes, int]  # a Record's, as kept
 
+_SEND_FLAGS = int(socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+_DONTWAIT = int(socket.MSG_DONTWAIT)
+_TRUNC = int(socket.MSG_TRUNC)
+
 #: Records a transcript keeps by default: a failing rule's last exchanges, not a soak's all
 TRANSCRIPT_KEEP = 4096
 #: Bytes kept of each message (as tcpdump's snaplen): headers and metadata whole, not the
@@ -201,8 +205,8 @@ class SeqpacketChannel:
         socket is full (as a busy kernel's queue does): the replies in order, until ``timeout``
         s pass with nothing sent or read. No poll while a send or a read goes through at once."""
         self._check_open()
-        sock, flags, bufsize, log = self.sock, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, self.bufsize, \
-            self.transcript.append
+        sock, bufsize, log = self.sock, self.bufsize, self.transcript.append
+        flags, dontwait, trunc = _SEND_FLAGS, _DONTWAIT, _TRUNC  # ints: IntFlag arithmetic costs per message
         deadline = time.monotonic() + timeout
         replies: list[bytes] = []
         sent = 0
@@ -220,14 +224,14 @@ class SeqpacketChannel:
                 moved = True
             while len(replies) < expect:
                 try:
-                    data, _, got, _ = sock.recvmsg(bufsize, 0, socket.MSG_DONTWAIT)
+                    data, _, got, _ = sock.recvmsg(bufsize, 0, dontwait)
                 except BlockingIOError:
                     break
                 except ConnectionResetError:
                     raise self._died() from None
                 if not data and self._hung_up():
                     raise self._died()
-                if got & socket.MSG_TRUNC:
+                if got & trunc:
                     raise TargetError(f"{self.name} sent a datagram larger than the {bufsize}-byte buffer")
                 log("from_target", data)
                 replies.append(data)
