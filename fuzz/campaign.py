@@ -13,16 +13,18 @@ from __future__ import annotations
 import random
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, reject, settings
+from hypothesis import HealthCheck, Phase, reject, reporting, settings
 from hypothesis import settings as Settings
 from hypothesis.database import ExampleDatabase
 from hypothesis.errors import Flaky, Unsatisfiable
+from hypothesis.internal.conjecture import engine
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test
 
 from fuzz import verdict
@@ -78,6 +80,33 @@ def package_version(spec: TargetSpec) -> str:
     return f"{package} {out}".strip()
 
 
+@contextmanager
+def shrinking_for(seconds: float) -> Iterator[None]:
+    """Hypothesis shrinks a failing example for at most ``seconds`` (its own limit is five
+    minutes), then keeps the smallest failing one so far and runs it once more, as after a
+    shrink that is done. A hang costs a deadline per attempt: its shrinking stops at this
+    budget, not at the campaign's end. Hypothesis's warning about it is not shown."""
+    saved = engine.MAX_SHRINKING_SECONDS
+    engine.MAX_SHRINKING_SECONDS = max(1, int(seconds))
+    try:
+        with reporting.with_reporter(_without_slow_shrinking_warning):
+            yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = saved
+
+
+def _without_slow_shrinking_warning(message: object) -> None:
+    if "working to shrink" not in str(message):
+        reporting.default(message)
+
+
+def _close(stage: Stage) -> None:
+    try:
+        stage.close()
+    except TargetError:
+        pass
+
+
 def _minor(stage: Stage) -> str:
     negotiated = getattr(getattr(stage.conn, "session", None), "negotiated", None)
     return f"FUSE 7.{negotiated.minor}" if negotiated is not None else "FUSE ?"
@@ -99,12 +128,14 @@ class Runner:
     stop_after: int | None = None  # findings after which the campaign ends (None: run on)
     stage: Stage | None = None
     _defects_seen: int = 0
-    shrink_grace: float = 60.0  # seconds a failing batch may shrink past the campaign's end
+    shrink_grace: float = 60.0  # seconds a finding may shrink (also past the campaign's end)
     _started: float = field(default_factory=time.monotonic)
     _end: float = float("inf")
     _spare: Future[Stage] | None = None
     failed_trail: list[Exchange] = field(default_factory=list)
     _spares: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "fuzz-spare"))
+    _closers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "fuzz-close"))
+    _closing: list[Future[None]] = field(default_factory=list)
     _batch_defects: int = 0
     version: str = ""
 
@@ -116,7 +147,7 @@ class Runner:
         if failed and self.stage is not None:  # what the failing example sent, for a flaky end
             self.failed_trail = [m for m in (self.stage.init, *self.stage.trail) if m is not None]
         if self.stage is not None and (failed or not self.campaign.healthy(self.stage)):
-            self.close()
+            self.close(background=True)  # a hung target takes its grace to die: not our time
             self.tally.restarts += 1
         if self.stage is None:
             self.stage = self._take_spare()
@@ -155,15 +186,16 @@ class Runner:
             reject()
         return self.campaign.machine(self.ready())
 
-    def close(self) -> None:
-        if self.stage is not None:
-            if hasattr(self.stage.target, "grace"):  # no time for a clean exit: the next one waits
-                self.stage.target.grace = min(self.stage.target.grace, CLOSE_GRACE)
-            try:
-                self.stage.close()
-            except TargetError:
-                pass
-            self.stage = None
+    def close(self, *, background: bool = False) -> None:
+        stage, self.stage = self.stage, None
+        if stage is None:
+            return
+        if hasattr(stage.target, "grace"):  # no time for a clean exit: the next one waits
+            stage.target.grace = min(stage.target.grace, CLOSE_GRACE)
+        if background:
+            self._closing.append(self._closers.submit(_close, stage))
+        else:
+            _close(stage)
 
     # -- batches ----------------------------------------------------------------
     def settings(self, first: bool) -> Settings:
@@ -188,7 +220,8 @@ class Runner:
         test._hypothesis_internal_use_seed = seed  # as @seed does, but keeping the database
         before = self._batch_defects = Defect.made
         try:
-            test()
+            with shrinking_for(self.shrink_grace):
+                test()
         except Unsatisfiable:  # the campaign's end came before the batch's first example
             return None
         except Defect as defect:
@@ -249,6 +282,9 @@ class Runner:
         finally:
             self.close()
             self.close_spare()
+            self._closers.shutdown(wait=True)
+            for closing in self._closing:  # what a background close raised, now
+                closing.result()
             self.tally.flush(force=True)
 
     def close_spare(self) -> None:

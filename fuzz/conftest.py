@@ -20,6 +20,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--fuzz-stop-after", type=int, default=None, metavar="N",
                     help="end a worker's campaign after N findings (default: run for the duration)")
     group.addoption("--fuzz-shrink-grace", type=float, default=60.0, metavar="S",
-                    help="seconds a failing batch may shrink past the campaign's end")
+                    help="seconds a finding may shrink (also past the campaign's end)")
     group.addoption("--fuzz-campaign", action="append", default=[], metavar="NAME",
                     help="only these campaigns (fuse, cuse, virtio); repeatable")

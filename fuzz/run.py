@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--campaign", action="append", default=[], help="only these: fuse, cuse, virtio")
     parser.add_argument("--alluredir", default=None, help="write allure results here")
     parser.add_argument("--shrink-grace", type=duration, default=60.0,
-                        help="how long a failing batch may go on shrinking past --duration")
+                        help="how long a finding may shrink (also past --duration); then the smallest "
+                             "failing example so far is kept")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
                         help="each worker ends after N findings (default: run for the whole duration)")
 
