@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="the campaign's request rate against a C client's")
     bench.add_argument("--target", default="hello_ll")
     bench.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+    bench.add_argument("--seed", type=int, default=1, help="the campaigns' seed (the same examples each run)")
     known = commands.add_parser("known", help="reproduce the real findings listed in fuzz/known.py")
     known.add_argument("--only", default=None, help="one of them, by name")
     args = parser.parse_args(argv)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from fuzz.bench import main as bench_main
 
-            return bench_main(args.target, args.seconds)
+            return bench_main(args.target, args.seconds, args.seed)
         if args.command == "replay" and _is_finding(args.file):
             return _replay_finding(args)
         return _saved(args)

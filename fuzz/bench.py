@@ -6,8 +6,11 @@ Measured in turn, so each has the machine to itself: the C client of ``targets.b
 run ``python -m fuzz run`` starts (``fuzz.run.pytest_argv``) with 1 and with 2 workers.
 A campaign's rate is each worker's requests over the seconds it fuzzed (its tally), summed
 over the workers; the start-up of pytest and xdist is left out, unlike the run summary's
-figure, which is printed too. Goals: one worker >= 50% of the C client's rate, two workers
->= 1.7x one. It reports and does not gate: exit 0 when it measured, 2 when it could not.
+figure, which is printed too. The campaigns run with a fixed seed (``--seed``): worker 0 of
+two runs the same examples as the single worker, so the ratios compare equal work. Goals:
+one worker >= 50% of the C client's rate, two workers >= 1.7x one; with the CPUs a worker
+and its daemon use, it prints the most two workers can reach on this machine. It reports
+and does not gate: exit 0 when it measured, 2 when it could not.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class CampaignRate:
     requests: int
     wall: float  # seconds of the whole pytest run, start-up included
     restarts: int
+    cpus: float  # CPUs the workers and their targets used while fuzzing, on average
     findings: list[str]  # headlines: a finding's shrinking counts in the rate
 
 
@@ -73,14 +77,14 @@ def fuzzing_rate(stats: Path) -> float:
     return sum(requests / seconds for requests, seconds in per_worker.values() if seconds > 0)
 
 
-def campaign_rate(target: str, seconds: float, jobs: int) -> CampaignRate:
+def campaign_rate(target: str, seconds: float, jobs: int, seed: int) -> CampaignRate:
     """The campaign as ``python -m fuzz run`` runs it, with a throwaway findings directory
     and example database; ``RuntimeError`` if it did not run."""
     with tempfile.TemporaryDirectory(prefix="fusecheck-bench-") as tmp:
         parser = argparse.ArgumentParser()
         add_arguments(parser)
         args = parser.parse_args(["--target", target, "--duration", f"{seconds:.3f}s", "--jobs", str(jobs),
-                                  "--findings", f"{tmp}/findings", "--db", f"{tmp}/db"])
+                                  "--seed", str(seed), "--findings", f"{tmp}/findings", "--db", f"{tmp}/db"])
         stats = Path(tmp) / "stats"
         stats.mkdir()
         start = time.monotonic()
@@ -93,7 +97,8 @@ def campaign_rate(target: str, seconds: float, jobs: int) -> CampaignRate:
             raise RuntimeError(f"the campaign on {jobs} worker(s) did not run "
                                f"(pytest exit {out.returncode}):\n{tail}")
         headlines = [finding.headline() for finding, _ in found(Path(tmp) / "findings")]
-        return CampaignRate(jobs, fuzzing_rate(stats), tally.requests, wall, tally.restarts, headlines)
+        cpus = tally.cpu / tally.seconds if tally.seconds else 0.0
+        return CampaignRate(jobs, fuzzing_rate(stats), tally.requests, wall, tally.restarts, cpus, headlines)
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -116,7 +121,7 @@ def verdict(value: float, goal: float) -> str:
     return "met" if value >= goal else "not met"
 
 
-def report(target: str, seconds: float, c_rate: float, one: CampaignRate, two: CampaignRate,
+def report(target: str, seconds: float, seed: int, c_rate: float, one: CampaignRate, two: CampaignRate,
            busy: list[float]) -> None:
     ratio_one, ratio_two = one.rate / c_rate, two.rate / one.rate
     rows = [("C client, GETATTR round trips", c_rate, "", "", ""),
@@ -125,7 +130,7 @@ def report(target: str, seconds: float, c_rate: float, one: CampaignRate, two: C
             ("campaign, 2 workers", two.rate, f"{ratio_two:.2f} x 1 worker", f">= {TWO_WORKERS_GOAL:g} x",
              verdict(ratio_two, TWO_WORKERS_GOAL))]
     print(f"fuzz bench against {target}, {seconds:g} s per measurement, one after another "
-          f"({os.cpu_count()} CPUs)")
+          f"({os.cpu_count()} CPUs), campaign seed {seed}")
     print(f"  {'what':30} {'requests/s':>10}   {'ratio':18} {'goal':8} {'result':8} other load")
     for (what, rate, ratio, goal, result), load in zip(rows, busy, strict=True):
         print(f"  {what:30} {rate:>10,.0f}   {ratio:18} {goal:8} {result:8} {load:.2f} CPU")
@@ -135,19 +140,23 @@ def report(target: str, seconds: float, c_rate: float, one: CampaignRate, two: C
               f"{run.wall:.1f} s run, start-up included (as the run summary counts)")
         for headline in run.findings:
             print(f"    finding (its shrinking is in the rate): {headline}")
+    cpus = os.cpu_count() or 1
+    if one.cpus:  # two workers need twice that: more than the machine has caps the ratio
+        print(f"  while fuzzing, one worker with its daemon used {one.cpus:.2f} CPUs, two {two.cpus:.2f}: "
+              f"on {cpus} CPUs two workers can reach at most {min(2.0, cpus / one.cpus):.2f} x one")
     if max(busy) > QUIET:
         print(f"  disturbed: other processes used up to {max(busy):.2f} CPU while measuring; "
               "the figures are off, 2 workers' most of all (run again on a quiet machine)")
 
 
-def main(target: str, seconds: float) -> int:
+def main(target: str, seconds: float, seed: int = 1) -> int:
     """Measure, print the table; 0 when it measured, 2 when it could not."""
     try:
         c_rate, c_busy = others(lambda: c_client_rate(target, seconds))
-        one, one_busy = others(lambda: campaign_rate(target, seconds, 1))
-        two, two_busy = others(lambda: campaign_rate(target, seconds, 2))
+        one, one_busy = others(lambda: campaign_rate(target, seconds, 1, seed))
+        two, two_busy = others(lambda: campaign_rate(target, seconds, 2, seed))
     except (TargetError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         print(f"fuzz bench could not measure: {exc}", file=sys.stderr)
         return 2
-    report(target, seconds, c_rate, one, two, [c_busy, one_busy, two_busy])
+    report(target, seconds, seed, c_rate, one, two, [c_busy, one_busy, two_busy])
     return 0

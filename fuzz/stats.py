@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ class Tally:
     sent: Counter[tuple[str, str]] = field(default_factory=Counter)  # (opcode, class) -> count
     answered: Counter[tuple[str, str]] = field(default_factory=Counter)  # (opcode, ok|errno|silent)
     seconds: float = 0.0  # time the worker spent running
+    cpu: float = 0.0  # CPU seconds meanwhile: the worker's process and the targets it reaped
     path: Path | None = None  # where ``flush`` writes
     _started: float = field(default_factory=time.monotonic)
+    _cpu_at_start: float = field(default_factory=lambda: _cpu_used())
     _flushed: float = 0.0
 
     def sent_one(self, opcode: str, field_class: str) -> None:
@@ -55,6 +58,7 @@ class Tally:
             "requests": self.requests, "replies": self.replies, "examples": self.examples,
             "findings": self.findings, "restarts": self.restarts, "flaky": self.flaky,
             "seconds": time.monotonic() - self._started if self.path else self.seconds,
+            "cpu": _cpu_used() - self._cpu_at_start if self.path else self.cpu,
             "sent": [[o, k, n] for (o, k), n in sorted(self.sent.items())],
             "answered": [[o, k, n] for (o, k), n in sorted(self.answered.items())],
         }
@@ -63,7 +67,7 @@ class Tally:
     def from_json(cls, data: dict[str, Any]) -> Tally:
         tally = cls(requests=data["requests"], replies=data["replies"], examples=data["examples"],
                     findings=data["findings"], restarts=data["restarts"], seconds=data["seconds"],
-                    flaky=data.get("flaky", 0))
+                    flaky=data.get("flaky", 0), cpu=data.get("cpu", 0.0))
         tally.sent.update({(o, k): n for o, k, n in data["sent"]})
         tally.answered.update({(o, k): n for o, k, n in data["answered"]})
         return tally
@@ -85,8 +89,14 @@ class Tally:
         self.restarts += other.restarts
         self.flaky += other.flaky
         self.seconds = max(self.seconds, other.seconds)
+        self.cpu += other.cpu
         self.sent.update(other.sent)
         self.answered.update(other.answered)
+
+
+def _cpu_used() -> float:
+    usages = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return sum(u.ru_utime + u.ru_stime for u in usages)
 
 
 def gather(directory: Path) -> tuple[Tally, int]:

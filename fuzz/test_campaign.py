@@ -41,6 +41,12 @@ def _worker(config: pytest.Config) -> str:
     return str(getattr(config, "workerinput", {}).get("workerid", "main"))
 
 
+def _worker_number(worker: str) -> int:
+    """0 for the only process of a run without xdist and for gw0: a seed gives the first
+    worker the same examples whatever the number of jobs."""
+    return int(worker[2:]) if worker.startswith("gw") else 0
+
+
 def test_campaign(campaign_name: str, request: pytest.FixtureRequest) -> None:
     config = request.config
     spec = parse_spec(config.getoption("--target"))
@@ -60,7 +66,7 @@ def test_campaign(campaign_name: str, request: pytest.FixtureRequest) -> None:
         tally.path = Path(stats) / f"{campaign.name}-{worker}.json"
     base = config.getoption("--fuzz-seed")
     seed = (base if base is not None else random.SystemRandom().getrandbits(32)) ^ zlib.crc32(
-        f"{campaign.name}/{worker}".encode())
+        f"{campaign.name}/{_worker_number(worker)}".encode())
     seconds = config.getoption("--fuzz-seconds") / max(1, len(_applicable(config)))
     database = open_database(config.getoption("--fuzz-db"), f"fusecheck-fuzz:{campaign.name}:{spec.text}")
     findings: list[tuple[Finding, Path]] = []
