@@ -7,11 +7,8 @@ a libfuse daemon's nodeids and directory handles are pointers, so a nodeid it ne
 out is a crash nobody could cause. Past a trust boundary (virtio-fs: the guest drives the
 device) and for the reference server, ``wild`` ids are drawn too.
 
-After every message: the process lives; a reply that is due comes within the deadline and
-is well formed (``Reply.findings``; for a malformed request only its framing is judged);
-after a near-valid or malformed one, GETATTR of the root is still answered. Silence is
-right for FORGET and allowed for a malformed request; so is an orderly exit (libfuse ends
-its loop on a short read), which ends the stage without a finding.
+How each message is sent and judged is ``fuzz.fuse_wire``; the stage (a target after its
+INIT) is ``fuzz.fuse_stage``.
 """
 
 from __future__ import annotations
@@ -22,18 +19,15 @@ import struct
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+from hypothesis.stateful import initialize, precondition, rule
 from scapy.packet import Packet, Raw
 
 from fuzz import burst, strategies
+from fuzz.fuse_stage import BURST, healthy, open_stage
+from fuzz.fuse_wire import MAY_WAIT, ROOT, FuseWire, opcode_name
 from fuzz.hostile import BOUNDARY_NAMES, VALID, Twist, boundary, frame, malformed
-from fuzz.reproducer import Exchange
 from fuzz.stage import Campaign, Stage, register
-from fuzz.stats import Tally
-from fuzz.verdict import Defect
-from fuzz.watch import Watch
 from protocol import constants as c
-from protocol.errors import RemoteProtocolError
 from protocol.events import Reply
 from protocol.layers.base import fixed_size
 from protocol.layers.messages import NO_REPLY, REQUEST_LAYERS
@@ -47,20 +41,11 @@ from protocol.layers.structs import (
     FuseReleaseIn,
 )
 from protocol.layers.variable import FuseName
-from protocol.session import Pending
 from protocol.sizes import request_layers_at
 from targets.capabilities import serves_wire
-from targets.connection import DaemonDied, KernelConnection, MalformedReply, NoReply, UnexpectedReply
-from targets.errors import TargetDied, TargetError
-from targets.spec import TargetSpec, is_cuse, is_vhost_user
-from targets.wire import wire_target
+from targets.spec import is_cuse
 
-ROOT = c.FUSE_ROOT_ID
 NAMES = (b"a", b"b", b"c", b"d")
-BEFORE_INIT_WAIT = 0.5  # seconds a request before INIT may go unanswered
-BURST = 4096  # copies of a request in flight together at most (``burst``), over a socket
-QUEUED_BURST = 24  # over a virtqueue (two descriptors each, in a queue of 64 or 128)
-REF_BURST = 256  # to the reference server: Python answers in 100 us, not 10 (a step stays short)
 INDEX = st.integers(0, 255)  # which of the known nodeids / handles / names (modulo their count)
 #: Opcodes the generic rules draw: all but the ones with rules of their own and those that
 #: belong to other sessions (CUSE_INIT) or need a request in flight (INTERRUPT).
@@ -88,10 +73,6 @@ MAX_VALID_SIZE = 128 * 1024
 SAFE_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK)
 #: Fields that name what the target handed out: at a boundary only past a trust boundary
 ID_FIELDS = ("fh", "fh_in", "fh_out", "nodeid", "oldnodeid", "newdir", "nodeid_out")
-#: Requests that may rightly wait for ever: a conflicting lock held by another owner
-MAY_WAIT = {c.FUSE_SETLKW}
-WIRE_FINDINGS = ("reply.len-mismatch", "reply.error-range", "reply.body-after-error", "reply.short",
-                 "reply.unknown-unique")
 
 
 def _burstable(opcode: int) -> bool:
@@ -117,32 +98,9 @@ class Node:
     fifo: bool = False  # opening one for reading waits for a writer, in the daemon too
 
 
-def _name(opcode: int) -> str:
-    return c.OPCODE_NAMES.get(opcode, f"opcode {opcode:#x}")
-
-
-_ERRORS = {0: "ok"}  # fuse_out_header.error -> how the tally calls it, as met
-
-
-def _error(reply: bytes) -> str:
-    error = burst.OUT_HEADER.unpack_from(reply)[1]
-    _ERRORS[error] = os.strerror(-error)
-    return _ERRORS[error]
-
-
-def _outcome(reply: Reply) -> str:
-    if not reply.error:
-        return "ok"
-    return os.strerror(-reply.error) if -reply.error < 4096 else str(reply.error)
-
-
-class FuseFuzzMachine(RuleBasedStateMachine):
+class FuseFuzzMachine(FuseWire):
     def __init__(self, stage: Stage) -> None:
-        super().__init__()
-        self.stage = stage
-        self.conn: KernelConnection = stage.conn
-        self.tally: Tally = stage.tally
-        self.watch: Watch = stage.extra["watch"]
+        super().__init__(stage)
         self.wild: bool = stage.extra.get("wild", False)
         self.nodes: dict[int, Node] = {ROOT: Node(ROOT, True, 0)}
         self.fhs: list[tuple[int, int]] = []  # (fh, nodeid) of open files
@@ -152,124 +110,6 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         self.home = ROOT
         self.serial = 0
         self.destroyed = False
-        self.broke_framing: tuple[str, str] | None = None  # the last malformed message sent
-        self.tainted = False  # a hostile request succeeded: what it changed is not tracked
-
-    # -- the wire ---------------------------------------------------------------
-    def exchange(self, opcode: int, data: bytes, twist: Twist) -> Reply | None:
-        """Send ``data``; its reply when one is due, judged; None for silence."""
-        name = _name(opcode)
-        self.tally.sent_one(name, twist.field_class)
-        if twist.field_class == "malformed":
-            self.broke_framing = (name, f"{name} ({twist.what})")
-        sent = f"{name} ({twist.what})"
-        unique = struct.unpack_from("<Q", data, 8)[0] if len(data) >= 16 else 0
-        session = self.conn.session
-        due = opcode not in NO_REPLY and unique != 0
-        if due:  # a broken request's reply is read as a bare one: only its framing is judged
-            session.pending[unique] = Pending(opcode if twist.field_class != "malformed"
-                                              else c.FUSE_FLUSH, data)
-        must_answer = due and twist.field_class != "malformed"
-        entry = Exchange(data)
-        self.stage.trail.append(entry)
-        try:
-            self.conn.send_raw(data)
-            reply = self.conn.wait(unique, timeout=self.stage.deadline) if must_answer else None
-        except (DaemonDied, TargetDied):
-            self._ended(name, twist, sent)
-            return None
-        except NoReply:
-            if opcode in MAY_WAIT:  # it waits for a lock; the stage is done, not the target
-                self.stage.extra["broken"] = True
-                self.tally.answer(name, "silent")
-                return None
-            self._silent(name, twist, sent)
-            return None
-        except (MalformedReply, UnexpectedReply) as exc:
-            raise Defect("malformed-reply", name, twist.field_class, f"to {sent}: {exc}") from None
-        except TargetError:
-            if self.watch.alive():
-                raise
-            self._ended(name, twist, sent)
-            return None
-        if reply is not None:
-            self.stage.trail[-1] = Exchange(entry.request, reply.raw)
-            self.tally.answer(name, _outcome(reply))
-            self._judge(name, twist, sent, reply)
-            # a near-valid change that went through (a name cut at its NUL, a mode no VFS
-            # passes) leaves state the kernel would not know: later replies are judged by form
-            self.tainted |= reply.ok and twist.field_class != "valid"
-        else:
-            self.tally.answer(name, "silent")
-        self.watch.check(name, twist.field_class, sent)
-        if twist.field_class != "valid" or opcode in NO_REPLY:
-            self.probe(name, twist, sent)
-        return reply
-
-    def _judge(self, name: str, twist: Twist, sent: str, reply: Reply) -> None:
-        """All findings for a valid request; for a near-valid one only the reply's framing and
-        body size (what it means may follow from what was asked); for a broken one the framing."""
-        judged = "boundary" if twist.field_class == "valid" and self.tainted else twist.field_class
-        wanted = {"valid": None, "boundary": (*WIRE_FINDINGS, "reply.body-size"),
-                  "malformed": WIRE_FINDINGS}[judged]
-        findings = [f for f in reply.findings if wanted is None or f.code in wanted]
-        if findings:
-            raise Defect("malformed-reply", name, twist.field_class,
-                         f"to {sent}: " + "; ".join(str(f) for f in findings))
-
-    def _ended(self, name: str, twist: Twist, sent: str) -> None:
-        """The channel closed: a crash, unless the process exited by itself after this example
-        broke the framing (libfuse ends its loop on a short read, a thread later)."""
-        self.stage.extra["broken"] = True
-        if self.broke_framing is None:
-            raise self.watch.crashed(name, twist.field_class, sent)
-        if not self.watch.signalled():
-            self.tally.answer(name, "exited")  # an orderly end of a broken channel
-            return
-        culprit, what = self.broke_framing  # a daemon may die of it a request or two later
-        raise self.watch.crashed(culprit, "malformed", f"{what}, then {sent}")
-
-    def _silent(self, name: str, twist: Twist, sent: str) -> None:
-        self.stage.extra["broken"] = True
-        if not self.watch.alive():
-            raise self.watch.crashed(name, twist.field_class, sent)
-        raise Defect("hang", name, twist.field_class,
-                     f"no reply to {sent} within {self.stage.deadline:g} s; the process is alive")
-
-    def probe(self, name: str, twist: Twist, sent: str) -> None:
-        """GETATTR of the root must still be answered, well formed."""
-        if self.stage.extra.get("broken"):
-            return
-        data = self.conn.session.request(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=ROOT)
-        self.stage.trail.append(Exchange(data))
-        try:
-            reply = self.conn.wait(self.conn.session.last_unique, data, timeout=self.stage.deadline)
-        except (DaemonDied, TargetDied):
-            self._ended(name, twist, sent)
-            return
-        except NoReply:
-            self.stage.extra["broken"] = True
-            if not self.watch.alive():
-                raise self.watch.crashed(name, twist.field_class, sent) from None
-            raise Defect("unresponsive", name, twist.field_class,
-                         f"after {sent}, GETATTR of the root got no reply within "
-                         f"{self.stage.deadline:g} s; the process is alive") from None
-        except (TargetError, RemoteProtocolError) as exc:
-            raise Defect("unresponsive", name, twist.field_class,
-                         f"after {sent}, GETATTR of the root failed: {exc}") from None
-        self.stage.trail[-1] = Exchange(data, reply.raw)
-        self.tally.sent_one("FUSE_GETATTR", "valid")
-        self.tally.answer("FUSE_GETATTR", _outcome(reply))
-        if reply.error or reply.findings:
-            raise Defect("unresponsive", name, twist.field_class,
-                         f"after {sent}, GETATTR of the root answered error {reply.error} "
-                         + "; ".join(str(f) for f in reply.findings))
-
-    def send(self, opcode: int, layers: tuple[Packet, ...], *, nodeid: int,
-             twist: Twist = VALID) -> Reply | None:
-        data = self.conn.session.request(opcode, *layers, nodeid=nodeid)
-        self.conn.session.forget_pending(self.conn.session.last_unique)  # exchange() owns it
-        return self.exchange(opcode, data, twist)
 
     # -- what the kernel knows ----------------------------------------------------
     def learn(self, reply: Reply | None, parent: int, name: bytes) -> None:
@@ -537,65 +377,7 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         count = min(1 << scale, self.stage.extra.get("burst", BURST))
         for _ in range(count - 1):
             session.next_unique()
-        self._burst(_name(opcode), list(burst.copies(template, where, seed, count, first)))
-
-    def _burst(self, name: str, messages: list[tuple[bytes, tuple[str, int]]]) -> None:
-        channel, trail, first = self.conn.channel, self.stage.trail, len(self.stage.trail)
-        sent = {burst.UNIQUE.unpack_from(data, burst.UNIQUE_AT)[0]: first + i
-                for i, (data, _) in enumerate(messages)}
-        trail.extend(Exchange(data) for data, _ in messages)
-        self.tally.sent[name, "boundary"] += len(messages)
-        self.tally.requests += len(messages)
-        waiting = set(sent)
-        try:
-            if hasattr(channel, "pipeline"):  # a socket: all in flight, read as they come
-                replies = channel.pipeline([data for data, _ in messages], len(messages), self.stage.deadline)
-                waited = len(replies) < len(messages)  # it gave up: a deadline without a sign of life
-            else:  # a virtqueue: one at a time (its free descriptors are the harness's to count)
-                replies, waited = [], False
-                for data, _ in messages:
-                    channel.send(data, timeout=self.stage.deadline)
-                    for reply in (channel.recv(self.stage.deadline),):
-                        self._burst_reply(name, messages, sent, waiting, reply, first)
-            while True:
-                for reply in replies:
-                    self._burst_reply(name, messages, sent, waiting, reply, first)
-                if not waiting:
-                    break
-                if waited:
-                    raise TargetError("no reply within the deadline")
-                replies = [channel.recv(self.stage.deadline)]  # the next reply's deadline (the
-                # pipeline's count took notifications and late answers to earlier requests)
-        except (TargetDied, DaemonDied):
-            self._ended(name, Twist("boundary", "a burst"), f"a burst of {len(messages)} {name}")
-            return
-        except TargetError:
-            if not self.watch.alive():
-                self._ended(name, Twist("boundary", "a burst"), f"a burst of {len(messages)} {name}")
-                return
-            self.stage.extra["broken"] = True
-            lost = [burst.what(messages[i - first][1]) for u, i in sent.items() if u in waiting]
-            raise Defect("hang", name, "boundary", f"{len(waiting)} of {len(messages)} {name} in a burst "
-                         f"got no reply within {self.stage.deadline:g} s, e.g. ({lost[0]})") from None
-        sent_what = f"a burst of {len(messages)} {name}"
-        self.watch.check(name, "boundary", sent_what)
-        self.probe(name, Twist("boundary", sent_what), sent_what)
-
-    def _burst_reply(self, name: str, messages: list[tuple[bytes, tuple[str, int]]], sent: dict[int, int],
-                     waiting: set[int], reply: bytes, first: int) -> None:
-        unique = burst.UNIQUE.unpack_from(reply, burst.UNIQUE_AT)[0] if len(reply) >= 16 else -1
-        if unique == 0 or (unique not in waiting and self.conn.session.pending.pop(unique, None)):
-            return  # a notification, or the late answer to an earlier broken request
-        problem = burst.wire_problem(reply, waiting)
-        index = sent.get(unique)
-        if index is not None:
-            self.stage.trail[index] = Exchange(self.stage.trail[index].request, reply)
-        if problem:
-            what = burst.what(messages[index - first][1]) if index is not None else "a burst"
-            raise Defect("malformed-reply", name, "boundary", f"to {name} ({what}): {problem}")
-        waiting.discard(unique)
-        self.tally.replies += 1
-        self.tally.answered[name, _ERRORS.get(burst.OUT_HEADER.unpack_from(reply)[1]) or _error(reply)] += 1
+        self.burst_out(opcode_name(opcode), list(burst.copies(template, where, seed, count, first)))
 
     @precondition(lambda self: not self.destroyed and self.wild)
     @rule(opcode=st.sampled_from(DRAWN), data=st.data(),
@@ -636,59 +418,7 @@ class FuseFuzzMachine(RuleBasedStateMachine):
         return (Raw(self.stage.init.request[40:]),)
 
 
-def _wild(spec: TargetSpec) -> bool:
-    return is_vhost_user(spec) or (spec.kind == "daemon" and spec.name == "ref")
-
-
-def open_stage(spec: TargetSpec, deadline: float, tally: Tally) -> Stage:
-    """A fresh instance of ``spec`` after INIT; before the INIT, a GETATTR (out of order: the
-    target may answer an error or nothing, and must then still take the INIT)."""
-    target = wire_target(spec).open()
-    watch = Watch(target.daemon)
-    try:
-        conn = KernelConnection(target.channel, timeout=deadline)
-        _before_init(conn, tally, deadline)
-        data = conn.session.init()
-        reply = conn.wait(conn.session.last_unique, data)
-        if not reply.ok or conn.session.negotiated is None:
-            raise TargetError(f"{spec.text} refused FUSE_INIT: error {reply.error}")
-    except (DaemonDied, TargetDied, NoReply) as exc:
-        target.close()
-        if watch.signalled() or isinstance(exc, NoReply):
-            kind = "crash" if watch.signalled() else "hang"
-            raise Defect(kind, "FUSE_GETATTR", "malformed",
-                         f"a GETATTR before INIT, then INIT: {exc}") from None
-        raise
-    except BaseException:
-        target.close()
-        raise
-    return Stage(target, tally, deadline, conn, Exchange(data, reply.raw),
-                 extra={"watch": watch, "wild": _wild(spec),
-                        "burst": _burst_cap(spec)})
-
-
-def _burst_cap(spec: TargetSpec) -> int:
-    if is_vhost_user(spec):
-        return QUEUED_BURST
-    return REF_BURST if spec.name == "ref" else BURST
-
-
-def _before_init(conn: KernelConnection, tally: Tally, deadline: float) -> None:
-    data = conn.session.request(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=ROOT)
-    tally.sent_one("FUSE_GETATTR", "malformed")
-    try:
-        reply = conn.wait(conn.session.last_unique, data, timeout=min(deadline, BEFORE_INIT_WAIT))
-    except NoReply:
-        tally.answer("FUSE_GETATTR", "silent")
-        return
-    tally.answer("FUSE_GETATTR", _outcome(reply))
-
-
-def _healthy(stage: Stage) -> bool:
-    return not stage.extra.get("broken") and stage.extra["watch"].alive()
-
-
 CAMPAIGN = register(Campaign(
     "fuse", "FUSE requests in the kernel's role (socket or virtio-fs queue)",
     applies=lambda spec: serves_wire(spec) and not is_cuse(spec), open=open_stage,
-    machine=FuseFuzzMachine, healthy=_healthy))
+    machine=FuseFuzzMachine, healthy=healthy))
