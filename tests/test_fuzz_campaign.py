@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import find, given, settings
 
 from fuzz.findings import found
-from fuzz.hostile import FRAMINGS, Framing, boundary, frame, int_bounds
+from fuzz.hostile import FRAMINGS, Framing, Twist, boundary, frame, int_bounds
 from fuzz.stats import Tally, coverage_table, gather
 from protocol import constants as c
 from protocol.layers.structs import FuseReadIn
@@ -49,8 +50,15 @@ def test_boundaries_come_from_the_field_types() -> None:
     assert int_bounds("<Q") == (0, 1, 2**64 - 1, 2**64 - 2, 2**63, 2**63 - 1)
     assert int_bounds("<i") == (0, 1, 2**31 - 1, 2**31 - 2, -(2**31), -1)
     drawn = boundary((FuseReadIn(fh=7, size=10),), keep=("fh",))
-    seen = {drawn.example()[1].what.split(" = ")[0] for _ in range(60)}
-    assert "fuse_read_in.offset" in seen and not any(".fh" in s for s in seen), seen
+    offset = find(drawn, lambda layers_twist: layers_twist[1].what.startswith("fuse_read_in.offset"))
+    assert int(offset[0][0].offset) in int_bounds("<Q") and int(offset[0][0].fh) == 7
+
+
+@given(boundary((FuseReadIn(fh=7, size=10),), keep=("fh",)))
+@settings(max_examples=60, database=None)
+def test_a_kept_field_stays_as_it_was(drawn: tuple[tuple[FuseReadIn, ...], Twist]) -> None:
+    layers, twist = drawn
+    assert ".fh" not in twist.what and int(layers[0].fh) == 7, twist
 
 
 def test_tallies_add_up(tmp_path: Path) -> None:
