@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine
 from scapy.packet import Packet
 
 from fuzz import burst
-from fuzz.hostile import VALID, Twist
+from fuzz.hostile import IN_HEADER, VALID, Twist
 from fuzz.reproducer import Exchange
 from fuzz.stage import Stage
 from fuzz.stats import Tally
@@ -35,6 +35,7 @@ from targets.errors import TargetDied, TargetError
 ROOT = c.FUSE_ROOT_ID
 #: Requests that may rightly wait for ever: a conflicting lock held by another owner
 MAY_WAIT = {c.FUSE_SETLKW}
+MAX_UNANSWERED = 1024  # broken requests left unanswered that a stage keeps waiting for at most
 WIRE_FINDINGS = ("reply.len-mismatch", "reply.error-range", "reply.body-after-error", "reply.short",
                  "reply.unknown-unique")
 
@@ -80,9 +81,13 @@ class FuseWire(RuleBasedStateMachine):
         unique = struct.unpack_from("<Q", data, 8)[0] if len(data) >= 16 else 0
         session = self.conn.session
         due = opcode not in NO_REPLY and unique != 0
-        if due:  # a broken request's reply is read as a bare one: only its framing is judged
-            session.pending[unique] = Pending(opcode if twist.field_class != "malformed"
-                                              else c.FUSE_FLUSH, data)
+        if due and twist.field_class == "malformed":  # its reply is read as a bare one (only its
+            # framing is judged), and may never come: its header is all it keeps
+            session.pending[unique] = Pending(c.FUSE_FLUSH, data[:IN_HEADER])
+            if len(session.pending) > MAX_UNANSWERED:  # a fresh session before they add up
+                self.stage.extra["broken"] = True
+        elif due:
+            session.pending[unique] = Pending(opcode, data)
         must_answer = due and twist.field_class != "malformed"
         entry = Exchange(data)
         self.stage.trail.append(entry)
