@@ -10,6 +10,7 @@ from collections.abc import Generator
 
 import pytest
 
+from conformance.profiles import PROFILES
 from conformance.profiles import load as load_profiles
 
 load_profiles()
@@ -34,20 +35,51 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "none|auto|always[,writeback] (ref and passthrough_ll say it themselves)")
     group.addoption("--findings", default="fusecheck-findings", metavar="DIR",
                     help="where a failing stateful example is saved as a pcap (default: %(default)s)")
+    group.addoption("--profile", default=None, choices=PROFILES,
+                    help="the hypothesis profile (examples drawn, seeds): certify for the certification "
+                         "profile; default: $HYPOTHESIS_PROFILE, else ci under CI, else dev")
+    group.addoption("--certify-out", default="fusecheck-certification", metavar="DIR",
+                    help="with --profile certify: where the allure results (unless --alluredir), "
+                         "junit.xml (unless --junitxml) and summary.json/.md go (default: %(default)s)")
     group.addoption("--rule", action="append", default=[], metavar="ID",
                     help="run only the rules whose id starts with ID (FUSE-INIT-004, FUSE-INIT); "
                          "repeatable")
 
 
+@pytest.hookimpl(tryfirst=True)  # before allure's and junitxml's own, which read their paths
 def pytest_configure(config: pytest.Config) -> None:
     global _started
     _started = time.monotonic()
+    chosen = config.getoption("--profile")
+    if chosen:  # xdist workers get the same option: every process draws the same way
+        os.environ["HYPOTHESIS_PROFILE"] = chosen
+        load_profiles()
+    if chosen == "certify":
+        _certification_paths(config)
     config.addinivalue_line("markers", "rule(id): the conformance rule a test checks")
     config.addinivalue_line("markers", "spread: a long test, put where another worker starts its own")
     config.addinivalue_line("markers", "alone: a timing goal; ./fusecheck selftest runs these after the "
                             "parallel run, one at a time, on an otherwise idle machine")
     _interrupt_on_sigterm()
     _private_mounts()
+
+
+def _certification_paths(config: pytest.Config) -> None:
+    """The certification profile writes allure results and JUnit XML, under --certify-out
+    unless their own options say where; results of an earlier run there are removed first
+    (by the controller, before xdist starts its workers)."""
+    import shutil
+    from pathlib import Path
+
+    out = Path(config.getoption("--certify-out")).resolve()
+    if not config.option.allure_report_dir:
+        results = out / "allure-results"
+        if not hasattr(config, "workerinput") and results.exists():
+            shutil.rmtree(results)
+        config.option.allure_report_dir = str(results)
+    if not getattr(config.option, "xmlpath", None) and not hasattr(config, "workerinput"):
+        out.mkdir(parents=True, exist_ok=True)
+        config.option.xmlpath = str(out / "junit.xml")
 
 
 def _private_mounts() -> None:
@@ -173,7 +205,28 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     from pathlib import Path
 
+    from conformance.profiles import profile
+    from reports import environment
     from reports.matrices import attach_to_results
 
     if Path(directory).is_dir():
         attach_to_results(Path(directory))
+        seed = config.getoption("hypothesis_seed", None)
+        environment.write(Path(directory), environment.collect(
+            config.getoption("--target"), profile(),
+            str(seed) if seed is not None else _seeding(profile())))
+        if profile() == "certify":
+            from reports import summary
+
+            written = summary.write(summary.build([Path(directory)]), Path(config.getoption("--certify-out")))
+            session.config.pluginmanager.get_plugin("terminalreporter").write_line(  # type: ignore[union-attr]
+                "certification summary: " + ", ".join(str(p) for p in written))
+
+
+def _seeding(name: str) -> str:
+    from hypothesis import settings
+
+    chosen = settings.get_profile(name)
+    if chosen.derandomize:
+        return "derandomized: each test's seed comes from its code (a suite version draws the same examples)"
+    return "random per test (pass --hypothesis-seed to fix it)"

@@ -1,7 +1,10 @@
 """Hypothesis profiles: how many examples a run draws (``HYPOTHESIS_PROFILE`` picks one).
 
 ``dev`` for a person at a terminal, ``ci`` deterministic, ``soak`` for nightly
-fuzzing, ``smoke`` for the self-tests' child runs against real daemons.  The
+fuzzing, ``smoke`` for the self-tests' child runs against real daemons, ``certify`` for
+the certification profile: deterministic (each test's seed comes from its own code, so a
+suite version always draws the same examples), no example database (nothing a previous
+run saved changes what is drawn), fixed example counts (``CERTIFY``).  The
 differential state machines draw ``STATEFUL_EXAMPLES[profile]`` examples; a machine
 with a count of its own passes its table (``PROTOCOL_MACHINE_EXAMPLES``).
 """
@@ -16,11 +19,14 @@ from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, r
 
 from targets.skip import in_ci
 
-STATEFUL_EXAMPLES = {"dev": 200, "ci": 200, "soak": 5_000, "smoke": 20}
+STATEFUL_EXAMPLES = {"dev": 200, "ci": 200, "soak": 5_000, "smoke": 20, "certify": 200}
 #: FUSE-MACHINE-001, the kernel-role machine: its examples are cheap (no mount, no tmpfs twin)
-PROTOCOL_MACHINE_EXAMPLES = {"dev": 300, "ci": 300, "soak": 10_000, "smoke": 40}
+PROTOCOL_MACHINE_EXAMPLES = {"dev": 300, "ci": 300, "soak": 10_000, "smoke": 40, "certify": 300}
 #: POSIX-ACL-014, the ACL differential rule: random ACLs and callers against tmpfs
-ACL_RANDOM_EXAMPLES = {"dev": 300, "ci": 300, "soak": 5_000, "smoke": 30}
+ACL_RANDOM_EXAMPLES = {"dev": 300, "ci": 300, "soak": 5_000, "smoke": 30, "certify": 300}
+#: The certification profile's examples per property test (the state machines: the tables above)
+CERTIFY = 100
+PROFILES = ("dev", "ci", "soak", "smoke", "certify")
 
 
 def load() -> str:
@@ -29,6 +35,8 @@ def load() -> str:
     settings.register_profile("dev", max_examples=50, deadline=None)
     settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
                               suppress_health_check=slow)
+    settings.register_profile("certify", max_examples=CERTIFY, deadline=None, derandomize=True,
+                              database=None, suppress_health_check=slow)
     settings.register_profile("soak", max_examples=20_000, stateful_step_count=200, deadline=None)
     # smoke: the self-tests only need to see a rule fail, not the smallest example of it
     settings.register_profile("smoke", max_examples=20, deadline=None, derandomize=True,

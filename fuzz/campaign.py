@@ -11,7 +11,6 @@ batch does reuse it: a finding saved by any campaign sharing the database replay
 from __future__ import annotations
 
 import random
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,11 +34,7 @@ from fuzz.stats import Tally
 from fuzz.verdict import Defect
 from targets.errors import TargetError
 from targets.spec import TargetSpec
-
-#: Debian packages the named targets come from, for the version a finding records.
-PACKAGES = {"passthrough_ll": "libfuse3-dev", "hello_ll": "libfuse3-dev", "fuse-overlayfs": "fuse-overlayfs",
-            "squashfuse_ll": "squashfuse", "virtiofsd": "qemu-system-common", "cuse-example": "libfuse3-dev"}
-
+from targets.versions import target_version
 
 SPARE_WAIT = 60.0  # seconds to wait for the spare instance to come up
 CLOSE_GRACE = 0.2  # seconds a target may take to exit by itself when its stage closes
@@ -66,18 +61,6 @@ class Recorded(ExampleDatabase):
 
     def move(self, src: bytes, dest: bytes, value: bytes) -> None:
         self.inner.move(src, dest, value)
-
-
-def package_version(spec: TargetSpec) -> str:
-    package = PACKAGES.get(spec.name)
-    if package is None:
-        return "fusecheck reference server" if spec.name == "ref" else "unknown"
-    try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
-                             text=True, timeout=10, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        out = ""
-    return f"{package} {out}".strip()
 
 
 @contextmanager
@@ -152,7 +135,7 @@ class Runner:
         if self.stage is None:
             self.stage = self._take_spare()
             if not self.version:
-                self.version = f"{package_version(self.spec)}; {_minor(self.stage)}"
+                self.version = f"{target_version(self.spec)}; {_minor(self.stage)}"
         self.stage.trail.clear()
         self.tally.examples += 1
         self.tally.flush()

@@ -191,6 +191,12 @@ def as_json(table: Table) -> str:
                        for row, cells in table.items()}, indent=2, sort_keys=True)
 
 
+def from_json(data: dict[str, Any]) -> Table:
+    """A table as ``as_json`` wrote it (a summary keeps its matrices so)."""
+    return {row: {column: Cell(cell["status"], cell["text"], cell.get("stop", 0))
+                  for column, cell in cells.items()} for row, cells in data.items()}
+
+
 def build(dirs: list[Path]) -> dict[str, Table]:
     found = [(d, r) for d, r in results(dirs) if r.get("name") != MATRIX_RESULT]
     return {"coherency": coherency(found), "acl": acl(found)}

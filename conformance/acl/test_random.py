@@ -102,7 +102,8 @@ def deciding(case: Scenario) -> str:
 
 
 @rule("POSIX-ACL-014", "For random ACLs, chmods, users and groups the mode, the ACL read back and the "
-      "access decision are those of tmpfs", source=SOURCE, area=AREA, feature="random ACLs")
+      "access decision are those of tmpfs", source=SOURCE, area=AREA, feature="random ACLs",
+      level="must")  # the kernel decides by the ACL (POSIX.1e, acl(5)): tmpfs is its oracle
 def test_random_acls(acl_twin: Twin) -> None:
     """The profile's ACL_RANDOM_EXAMPLES examples; how many matched, per deciding entry kind, go
     to allure (the ACL matrix's rows)."""

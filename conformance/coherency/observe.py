@@ -55,9 +55,10 @@ def look(shows: Callable[[], bool], since: float, deadline: float = DEADLINE) ->
         time.sleep(INTERVAL)
 
 
-def coherency_rule(rule_id: str, statement: str, *, source: str) -> Callable[[Any], Any]:
+def coherency_rule(rule_id: str, statement: str, *, source: str,
+                   level: str | None = None) -> Callable[[Any], Any]:
     """A coherency rule: area coherency, its allure feature the mode it runs in."""
-    return rule(rule_id, statement, source=source, area="coherency", feature="cache mode",
+    return rule(rule_id, statement, source=source, area="coherency", feature="cache mode", level=level,
                 feature_at_run=True)
 
 

@@ -72,7 +72,7 @@ def test_write_reaches_host(coherent: Coherent, sides: Sides) -> None:
     "COHERENCY-MOUNT-002",
     "After fsync(2) through the mount returns, the host holds the data written, in every "
     "mode",
-    source=f"{SEED}; {FILE_C}")
+    source=f"{SEED}; {FILE_C}", level="must")  # fsync(2), close(2): POSIX's word too
 def test_fsync_reaches_host(coherent: Coherent, sides: Sides) -> None:
     with written(sides) as fd:
         before(sides)
@@ -84,7 +84,7 @@ def test_fsync_reaches_host(coherent: Coherent, sides: Sides) -> None:
     "COHERENCY-MOUNT-003",
     "After close(2) through the mount returns, the host holds the data written, in every "
     "mode (the kernel flushes dirty pages at close)",
-    source=f"{SEED}; {FILE_C}")
+    source=f"{SEED}; {FILE_C}", level="must")  # fsync(2), close(2): POSIX's word too
 def test_close_reaches_host(coherent: Coherent, sides: Sides) -> None:
     with written(sides):
         before(sides)

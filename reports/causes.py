@@ -1,0 +1,109 @@
+"""Failures grouped by their probable root cause, so that one cause is read once.
+
+A daemon that enforces no permissions fails every rule that expects EACCES or EPERM; one
+that caches attributes fails every coherency rule of that mode. ``group`` puts each failure
+under the first ``CAUSES`` entry whose test matches (the area, the exception, the words of
+the message); what none matches is grouped by its message with the numbers and names taken
+out, so that the same assertion failing on many files is still one line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from reports.outcomes import FAILED, HARNESS_ERROR, Outcome
+
+DENIED = r"(EACCES|EPERM)"
+
+
+@dataclass(frozen=True)
+class Cause:
+    name: str
+    matches: Callable[[Outcome], bool]
+
+
+def _said(pattern: str) -> Callable[[Outcome], bool]:
+    compiled = re.compile(pattern, re.IGNORECASE | re.DOTALL)
+    return lambda outcome: bool(compiled.search(outcome.message))
+
+
+def _raised(*names: str) -> Callable[[Outcome], bool]:
+    return lambda outcome: outcome.exception in names
+
+
+CAUSES = (
+    Cause("the target crashed or exited", _raised("TargetDied", "DaemonDied")),
+    Cause("the target stopped answering (no reply within the deadline)",
+          lambda o: o.exception in ("TargetTimeout", "NoReply", "Timeout") or "no reply within" in o.message),
+    Cause("replies the kernel refuses (length, unique, error range, body size)",
+          _said(r"\breply\.(len-mismatch|unknown-unique|error-range|body-after-error|short|body-size)\b")),
+    Cause("permissions not enforced", _said(rf"target gave ok.*tmpfs gives {DENIED}"
+                                            rf"|answered success \(0\); expected {DENIED}")),
+    Cause("permission refused where it is granted", _said(rf"target gave {DENIED}.*tmpfs gives ok")),
+    Cause("POSIX ACLs not honoured", lambda o: o.area == "acl"),
+    Cause("stale data or attributes under caching", lambda o: o.area == "coherency"
+          and bool(re.search(r"stale|expected (at once|within)", o.message))),
+    Cause("an operation not implemented (ENOSYS)", _said(r"target gave ENOSYS|answered ENOSYS")),
+    Cause("times (atime, mtime, ctime) not kept as POSIX says", _said(r"\b(a|m|c)time\b|st_[amc]tim")),
+    Cause("INIT negotiation", lambda o: o.rule.startswith(("FUSE-INIT-", "CUSE-INIT-", "FUSE-VERSION-"))),
+)
+#: a wrong answer, named by what came and what was due (one line per pair)
+ERRNO_MISMATCHES = (
+    (re.compile(r"answered (\w+) \(-?\d+\); expected (\w+)"), "answers {0} where {1} is due"),
+    (re.compile(r"the target gave (\w+).*tmpfs gives (\w+)"), "gives {0} where tmpfs gives {1}"),
+)
+_VARYING = re.compile(r"0x[0-9a-f]+|\d+|'[^']*'|\"[^\"]*\"|b'[^']*'", re.IGNORECASE)
+
+
+@dataclass
+class Group:
+    cause: str
+    failures: list[Outcome] = field(default_factory=list)
+
+    @property
+    def rules(self) -> list[str]:
+        return sorted({f.rule for f in self.failures})
+
+    @property
+    def example(self) -> Outcome:
+        return self.failures[0]
+
+    def line(self) -> str:
+        first = self.example
+        cases = len(self.failures)
+        count = f"{len(self.rules)} rule{'s' if len(self.rules) != 1 else ''}" + (
+            f" ({cases} cases)" if cases != len(self.rules) else "")
+        said = first.message.splitlines()[0][:200] if first.message else ""
+        return f"{self.cause}: {count}, e.g. {first.case}: {said}"
+
+
+def cause_of(outcome: Outcome) -> str:
+    if outcome.outcome == HARNESS_ERROR:
+        return f"harness error: {outcome.exception or 'unknown'} (the suite broke, not the target)"
+    for cause in CAUSES:
+        if cause.matches(outcome):
+            return cause.name
+    for pattern, name in ERRNO_MISMATCHES:
+        found = pattern.search(outcome.message)
+        if found:
+            return name.format(*found.groups())
+    first = outcome.message.splitlines()[0] if outcome.message else outcome.exception or "failed"
+    first = first.split(":", 1)[1].strip() if exception_prefixed(first) else first
+    return "other: " + _VARYING.sub("…", first)[:120]
+
+
+def exception_prefixed(line: str) -> bool:
+    head = line.split(":", 1)[0]
+    return bool(head) and head.rsplit(".", 1)[-1].isidentifier() and head[:1].isupper() and ":" in line
+
+
+def group(outcomes: Iterable[Outcome]) -> list[Group]:
+    """The failures and harness errors by probable cause, the cause with most rules first."""
+    groups: dict[str, Group] = {}
+    for outcome in outcomes:
+        if outcome.outcome in FAILED or outcome.outcome == HARNESS_ERROR:
+            name = cause_of(outcome)
+            groups.setdefault(name, Group(name)).failures.append(outcome)
+    return sorted(groups.values(), key=lambda g: (-len(g.rules), -len(g.failures), g.cause))
