@@ -68,7 +68,8 @@ class Group:
 
     @property
     def example(self) -> Outcome:
-        return self.failures[0]
+        """The first by rule id: the same failures give the same example."""
+        return min(self.failures, key=lambda f: f.case)
 
     def line(self) -> str:
         first = self.example
