@@ -139,13 +139,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     report = yield
     setattr(item, f"rep_{report.when}", report)
     marker = item.get_closest_marker("rule")
-    if marker and (report.when == "call" or (report.when == "setup" and not report.passed)):
+    if marker and report.when == "setup":  # on the item too: every later report (and JUnit) has them
         from conformance.rules import RULES
 
         known = RULES.get(marker.args[0])
-        report.user_properties.append(("rule", marker.args[0]))
-        report.user_properties.append(("statement", known.statement if known else ""))
-        report.user_properties.append(("area", item.nodeid.split("/")[1] if "/" in item.nodeid else ""))
+        props = [("rule", marker.args[0]), ("statement", known.statement if known else ""),
+                 ("area", item.nodeid.split("/")[1] if "/" in item.nodeid else "")]
+        item.user_properties.extend(props)
+        report.user_properties.extend(props)
     return report
 
 

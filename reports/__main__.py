@@ -4,7 +4,7 @@
 - ``matrices RESULTS [RESULTS ...] OUT``: the coherency and ACL matrices of runs;
 - ``summary RESULTS [RESULTS ...] OUT``: the certification summary (summary.json, summary.md);
 - ``html RESULTS [RESULTS ...] OUT``: the HTML report (Allure 2's command line, offline);
-- ``certify --target SPEC [--out DIR] [-- PYTEST ARGS]``: the certification profile, then all
+- ``certify [--target SPEC] [--out DIR] [-- PYTEST ARGS]``: the certification profile, then all
   of the above for its run;
 - ``compare A.json B.json``: the rule cases whose outcome changed, regressions first.
 """
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("dirs", nargs="+", type=Path, metavar="RESULTS",
                          help="allure results directories, then the output directory last")
     certify = commands.add_parser("certify", help="run the certification profile and write its reports")
-    certify.add_argument("--target", required=True)
+    certify.add_argument("--target", default="ref", help="the target spec (default: %(default)s)")
     certify.add_argument("--out", type=Path, default=Path("fusecheck-certification"))
     certify.add_argument("--jobs", type=int, default=2, help="pytest-xdist workers (default: %(default)s)")
     certify.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments")

@@ -220,10 +220,15 @@ def write(tables: dict[str, Table], out: Path) -> list[Path]:
 
 
 def attach_to_results(results_dir: Path) -> bool:
-    """Build both matrices from ``results_dir`` and add them there as one result's attachments;
-    False when the run left no coherency or ACL result."""
+    """Build both matrices from ``results_dir`` and add them there as one result's attachments,
+    with the charts (``reports.charts``: outcomes per area, coherency staleness); False when
+    the run left no result at all."""
+    from reports import charts
+    from reports.outcomes import read
+
     tables = build([results_dir])
-    if not any(tables.values()):
+    outcomes = read([results_dir])
+    if not outcomes:
         return False
     for _, old in list(results([results_dir])):
         if old.get("name") == MATRIX_RESULT:  # a matrix of an earlier run into the same results
@@ -231,20 +236,25 @@ def attach_to_results(results_dir: Path) -> bool:
                 (results_dir / attachment["source"]).unlink(missing_ok=True)
             (results_dir / f"{old['uuid']}-result.json").unlink(missing_ok=True)
     attachments = []
-    for name, table in tables.items():
-        corner, title = CORNERS[name]
-        for suffix, mime, text in (("html", "text/html", html(table, corner, title)),
-                                   ("md", "text/markdown", markdown(table, corner))):
-            source = f"{uuid.uuid4()}-attachment.{suffix}"
-            (results_dir / source).write_text(text)
-            attachments.append({"name": f"{name} matrix", "source": source, "type": mime})
+    shown = [(f"{name} matrix", suffix, mime, text) for name, table in tables.items() if table
+             for suffix, mime, text in (("html", "text/html", html(table, *CORNERS[name])),
+                                        ("md", "text/markdown", markdown(table, CORNERS[name][0])))]
+    shown.append(("chart: outcomes per area", "svg", "image/svg+xml", charts.outcomes_by_area(outcomes)))
+    if tables["coherency"]:
+        shown.append(("chart: coherency staleness", "svg", "image/svg+xml",
+                      charts.coherency_staleness(tables["coherency"])))
+    for name, suffix, mime, text in shown:
+        source = f"{uuid.uuid4()}-attachment.{suffix}"
+        (results_dir / source).write_text(text)
+        attachments.append({"name": name, "source": source, "type": mime})
     now = int(time.time() * 1000)
     result = {"uuid": str(uuid.uuid4()), "name": MATRIX_RESULT, "fullName": "fusecheck.matrices",
               "historyId": "fusecheck-matrices", "status": "passed", "stage": "finished",
               "start": now, "stop": now, "attachments": attachments,
               "labels": [{"name": "epic", "value": "reports"}, {"name": "feature", "value": "matrices"},
                          {"name": "suite", "value": "matrices"}],
-              "description": "Built from this run's coherency and ACL results (python -m reports matrices)."}
+              "description": "Built from this run's results: the coherency and ACL matrices "
+                             "(python -m reports matrices) and the charts (reports/charts.py)."}
     (results_dir / f"{result['uuid']}-result.json").write_text(json.dumps(result))
     return True
 

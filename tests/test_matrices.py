@@ -97,7 +97,8 @@ def test_a_run_attaches_both_matrices(tmp_path: Path) -> None:
     found = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
     matrix = [r for r in found if r["name"] == MATRIX_RESULT]
     assert len(matrix) == 1, "one matrices result, the latest run's"
-    assert {a["name"] for a in matrix[0]["attachments"]} == {"coherency matrix", "acl matrix"}
+    charts = {"chart: outcomes per area", "chart: coherency staleness"}
+    assert {a["name"] for a in matrix[0]["attachments"]} == {"coherency matrix", "acl matrix", *charts}
     tables = build([results])
     chmod = tables["coherency"]["COHERENCY-HOST-002: host chmods a file"]
     assert chmod["cache=none"].shown == "at once"

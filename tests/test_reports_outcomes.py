@@ -45,7 +45,7 @@ def write(directory: Path, *results: dict[str, Any]) -> Path:
 @pytest.mark.parametrize(("status", "message", "level", "expected"), [
     ("passed", "", "must", PASSED),
     ("failed", "AssertionError: stat: the target gave ok, tmpfs gives EACCES", "must", FAILED_REQUIRED),
-    ("failed", "AssertionError: opcode 7 answered EIO (-5); expected ENOSYS (-38)", "should", FAILED_OPTIONAL),
+    ("failed", "AssertionError: opcode 7 answered EIO (-5); expected ENOSYS", "should", FAILED_OPTIONAL),
     ("broken", "targets.errors.TargetTimeout: no reply within 5 s", "must", FAILED_REQUIRED),
     ("broken", "TypeError: unsupported operand type(s) for +: 'int' and 'str'", "must", HARNESS_ERROR),
     ("skipped", "XFAIL libfuse 3.14 do_init always sets FUSE_BIG_WRITES", "must", KNOWN_DEVIATION),
@@ -63,7 +63,7 @@ def test_failures_are_grouped_by_probable_cause(tmp_path: Path) -> None:
     broke = result("FUSE-LINK-001", "broken", "KeyError: 'nodeid'", area="protocol")
     groups = causes.group(read([write(tmp_path, *denied, *same, broke)]))
     by_cause = {g.cause: g for g in groups}
-    assert by_cause["permissions not enforced"].rules == ["POSIX-PERM-001", "POSIX-PERM-002", "POSIX-PERM-003"]
+    assert by_cause["permissions not enforced"].rules == [f"POSIX-PERM-00{i}" for i in range(1, 4)]
     assert groups[0].cause == "permissions not enforced"  # the cause with most rules first
     other = [g for g in groups if g.cause.startswith("other:")]
     assert len(other) == 1 and len(other[0].failures) == 2, [g.cause for g in groups]
@@ -73,7 +73,8 @@ def test_failures_are_grouped_by_probable_cause(tmp_path: Path) -> None:
 
 def test_summary_counts_hashes_and_compares(tmp_path: Path) -> None:
     good = write(tmp_path / "a", result("FUSE-PROTO-005", "passed", level="should", area="protocol"),
-                 result("POSIX-PERM-001", "passed"), result("POSIX-ACL-001", "skipped", "no ACLs", area="acl"))
+                 result("POSIX-PERM-001", "passed"),
+                 result("POSIX-ACL-001", "skipped", "no ACLs", area="acl"))
     bad = write(tmp_path / "b", result("FUSE-PROTO-005", "passed", level="should", area="protocol"),
                 result("POSIX-PERM-001", "failed", "AssertionError: the target gave ok, tmpfs gives EACCES"),
                 result("POSIX-ACL-001", "passed", area="acl"))
@@ -82,7 +83,8 @@ def test_summary_counts_hashes_and_compares(tmp_path: Path) -> None:
     assert b["areas"]["posix"][FAILED_REQUIRED] == 1 and not b["certified"]
     assert a["hash"] == summary.build([good])["hash"] != b["hash"]
     changed = compare.changes(a, b)
-    assert [(c.kind, c.case) for c in changed] == [("regression", "POSIX-PERM-001"), ("fixed", "POSIX-ACL-001")]
+    assert [(c.kind, c.case) for c in changed] == [("regression", "POSIX-PERM-001"),
+                                                   ("fixed", "POSIX-ACL-001")]
     (tmp_path / "a.json").write_text(json.dumps(a))
     (tmp_path / "b.json").write_text(json.dumps(b))
     assert compare.main(tmp_path / "a.json", tmp_path / "b.json") == 1
