@@ -78,7 +78,7 @@ def coherency_staleness(table: Table) -> str:
     height = BAR // 2 + 2
     y = 48
     for row in rows:
-        body.append(f'<text x="4" y="{y + 12}">{escape(row[:34])}</text>')
+        body.append(f'<text x="4" y="{y + 12}">{escape(row[:30])}</text>')
         for mode, colour in zip(modes, colours, strict=True):
             cell = table[row].get(mode)
             if cell is not None and cell.status != "skipped":

@@ -44,10 +44,17 @@ def case_table(outcomes: Iterable[Outcome]) -> dict[str, dict[str, str]]:
         entry = {"rule": outcome.rule, "area": outcome.area, "level": outcome.level,
                  "outcome": outcome.outcome,
                  "message": outcome.message.splitlines()[0][:300] if outcome.message else ""}
+        if outcome.outcome in (FAILED_REQUIRED, FAILED_OPTIONAL, HARNESS_ERROR):
+            entry["rerun"] = rerun(outcome)
         held = table.get(outcome.case)
         if held is None or WORST_FIRST.index(entry["outcome"]) < WORST_FIRST.index(held["outcome"]):
             table[outcome.case] = entry
     return dict(sorted(table.items()))
+
+
+def rerun(outcome: Outcome) -> str:
+    """The command that runs this rule again against the same target."""
+    return f"pytest conformance --target '{outcome.target}' --rule {outcome.rule}"
 
 
 def outcome_hash(cases: dict[str, dict[str, str]]) -> str:
@@ -103,6 +110,9 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"- **{group['cause']}**: {count} rule{'s' if count != 1 else ''} "
                      f"({group['cases']} case{'s' if group['cases'] != 1 else ''}), e.g. "
                      f"{group['example']['case']}: {group['example']['message']}")
+        again = summary["cases"].get(group["example"]["case"], {}).get("rerun")
+        if again:
+            lines.append(f"  (again: `{again}`)")
     for name, (corner, title) in matrices.CORNERS.items():
         table = summary["matrices"].get(name) or {}
         lines += ["", f"## {title}", ""]
