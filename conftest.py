@@ -191,10 +191,21 @@ def _print_timing(terminalreporter: pytest.TerminalReporter, target: str) -> Non
 
 @pytest.fixture(autouse=True)
 def _target_parameter(request: pytest.FixtureRequest) -> None:
-    """Every result names the target it ran against (an allure parameter, out of the history id)."""
+    """Every result names the target it ran against and its version (allure parameters, out of
+    the history id)."""
     import allure
 
-    allure.dynamic.parameter("target", request.config.getoption("--target"), excluded=True)
+    from targets.errors import TargetError
+    from targets.spec import parse_spec
+    from targets.versions import target_version
+
+    target = request.config.getoption("--target")
+    allure.dynamic.parameter("target", target, excluded=True)
+    try:
+        version = target_version(parse_spec(target))
+    except (TargetError, ValueError):
+        version = "unknown"
+    allure.dynamic.parameter("target version", version, excluded=True)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -57,6 +57,8 @@ def test_campaign(campaign_name: str, request: pytest.FixtureRequest) -> None:
     allure.dynamic.epic("fuzz")
     allure.dynamic.feature(campaign.name)
     allure.dynamic.story(f"FUZZ-{campaign.name.upper()}")
+    allure.dynamic.severity(allure.severity_level.CRITICAL)  # a crash or hang: a must, always
+    allure.dynamic.label("level", "must")
     allure.dynamic.description(campaign.description)
     worker = _worker(config)
     tally = Tally()
