@@ -113,6 +113,10 @@ def markdown(summary: dict[str, Any]) -> str:
         again = summary["cases"].get(group["example"]["case"], {}).get("rerun")
         if again:
             lines.append(f"  (again: `{again}`)")
+    deviations = [(case, e) for case, e in summary["cases"].items() if e["outcome"] == KNOWN_DEVIATION]
+    if deviations:
+        lines += ["", "## Known deviations (expected failures, with their reasons)", ""]
+        lines += [f"- {case}: {e['message'].removeprefix('XFAIL ')}" for case, e in deviations]
     for name, (corner, title) in matrices.CORNERS.items():
         table = summary["matrices"].get(name) or {}
         lines += ["", f"## {title}", ""]
