@@ -97,3 +97,23 @@ def test_every_rule_has_a_level() -> None:
     assert {r.level for r in rules.values()} <= {"must", "should", "may"}
     assert rules["FUSE-PROTO-002"].level == "must"  # the kernel refuses such a reply
     assert rules["FUSE-PROTO-005"].level == "should"  # libfuse's practice (ENOSYS)
+
+
+def test_the_charts_are_svg_of_what_was_seen(tmp_path: Path) -> None:
+    from xml.etree import ElementTree
+
+    from reports import charts
+    from reports.matrices import Cell
+
+    outcomes = read([write(tmp_path, result("POSIX-PERM-001", "passed"),
+                           result("POSIX-PERM-002", "failed", "AssertionError: x"))])
+    bars = ElementTree.fromstring(charts.outcomes_by_area(outcomes))
+    titles = [t.text for t in bars.iter("{http://www.w3.org/2000/svg}title")]
+    assert "passed: 1" in titles and "failed (required): 1" in titles, titles
+    table = {"COHERENCY-HOST-002: host chmods a file": {
+        "cache=none": Cell("passed", "at once"), "cache=auto": Cell("passed", "after 1011 ms"),
+        "cache=always": Cell("stale", "stale for > 3000 ms")}}
+    plot = ElementTree.fromstring(charts.coherency_staleness(table))
+    assert [charts.staleness_ms(c.text) for c in table["COHERENCY-HOST-002: host chmods a file"].values()] \
+        == [0.0, 1011.0, 3000.0]
+    assert "up to 3000" in "".join(plot.itertext())
