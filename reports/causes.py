@@ -9,6 +9,7 @@ out, so that the same assertion failing on many files is still one line.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -49,6 +50,33 @@ CAUSES = (
     Cause("times (atime, mtime, ctime) not kept as POSIX says", _said(r"\b(a|m|c)time\b|st_[amc]tim")),
     Cause("INIT negotiation", lambda o: o.rule.startswith(("FUSE-INIT-", "CUSE-INIT-", "FUSE-VERSION-"))),
 )
+FIRST = 3  # the causes above that come before an attribute's wrong value (what the target did)
+_MODEL = re.compile(r"\b(\w+) (\S+), the model says (\S+)")
+_PAIR = re.compile(r"'(\w+)': \(([^,()]+), ([^()]+)\)")
+_DICT = re.compile(r"\{[^{}]*\}")
+DICTS = 8  # dict literals of a message compared at most
+
+
+def wrong_fields(message: str) -> list[str]:
+    """The attribute names a failure shows with two values: stat views of the target and of
+    tmpfs that differ, ``{'nlink': (1, 2)}`` diffs, "nlink 2, the model says 1"."""
+    found = {m.group(1) for m in _MODEL.finditer(message) if m.group(2).rstrip(",") != m.group(3)}
+    found |= {m.group(1) for m in _PAIR.finditer(message) if m.group(2).strip() != m.group(3).strip()}
+    views = []
+    for literal in _DICT.findall(message)[:DICTS]:
+        try:
+            value = ast.literal_eval(literal)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict) and value:
+            views.append(value)
+    for i, one in enumerate(views):
+        for other in views[i + 1:]:
+            if one.keys() == other.keys():
+                found |= {key for key in one if one[key] != other[key]}
+    return sorted(str(f) for f in found)
+
+
 #: a wrong answer, named by what came and what was due (one line per pair)
 ERRNO_MISMATCHES = (
     (re.compile(r"answered (\w+) \(-?\d+\); expected (\w+)"), "answers {0} where {1} is due"),
@@ -83,12 +111,19 @@ class Group:
 def cause_of(outcome: Outcome) -> str:
     if outcome.outcome == HARNESS_ERROR:
         return f"harness error: {outcome.exception or 'unknown'} (the suite broke, not the target)"
-    for cause in CAUSES:
+    for cause in CAUSES[:FIRST]:
+        if cause.matches(outcome):
+            return cause.name
+    fields = wrong_fields(outcome.message)
+    if fields:
+        return (f"wrong {', '.join(fields[:3])} (against tmpfs, the target's own earlier answers "
+                "or the model)")
+    for cause in CAUSES[FIRST:]:
         if cause.matches(outcome):
             return cause.name
     for pattern, name in ERRNO_MISMATCHES:
         found = pattern.search(outcome.message)
-        if found:
+        if found and found.group(1) != found.group(2):
             return name.format(*found.groups())
     first = outcome.message.splitlines()[0] if outcome.message else outcome.exception or "failed"
     first = first.split(":", 1)[1].strip() if exception_prefixed(first) else first

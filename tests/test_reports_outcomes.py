@@ -117,3 +117,16 @@ def test_the_charts_are_svg_of_what_was_seen(tmp_path: Path) -> None:
     assert [charts.staleness_ms(c.text) for c in table["COHERENCY-HOST-002: host chmods a file"].values()] \
         == [0.0, 1011.0, 3000.0]
     assert "up to 3000" in "".join(plot.itertext())
+
+
+def test_one_wrong_attribute_is_one_cause(tmp_path: Path) -> None:
+    """Messages of three kinds (tmpfs's stat view, a field diff, the model's word) that all
+    show a wrong nlink: one cause, not three."""
+    view = "{'type': 32768, 'mode': 420, 'nlink': %d, 'uid': 0}"
+    said = [f"AssertionError: stat of f: the target gave ok {view % 2}, tmpfs gives ok {view % 1}",
+            "AssertionError: STATX vs GETATTR: {'nlink': (1, 2)}",
+            "conformance.protocol.machine.MachineFailure: - GETATTR of 'a': nlink 2, the model says 1"]
+    found = read([write(tmp_path, *(result(f"POSIX-X-00{i}", "failed", m) for i, m in enumerate(said)))])
+    groups = causes.group(found)
+    assert len(groups) == 1 and groups[0].cause.startswith("wrong nlink"), [g.cause for g in groups]
+    assert causes.wrong_fields(said[0].replace("'nlink': 2", "'nlink': 1")) == []
