@@ -208,6 +208,26 @@ def _target_parameter(request: pytest.FixtureRequest) -> None:
     allure.dynamic.parameter("target version", version, excluded=True)
 
 
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """A rule's allure description says its level and how to run it again on this target
+    (set as the test starts: allure keeps what the decorator said until then)."""
+    marker = item.get_closest_marker("rule")
+    if marker is None:
+        return
+    import allure
+
+    from conformance.rules import RULES
+
+    known = RULES.get(marker.args[0])
+    if known is not None:
+        target = item.config.getoption("--target")
+        again = f"pytest conformance --target '{target}' --rule {known.id}"
+        allure.dynamic.description(f"{known.statement}\n\nSource: {known.source}\n\nLevel: {known.level}"
+                                   f"\n\nRun it again: {again}")
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """With ``--alluredir``: the coherency and ACL matrices of the results there, as one result's
     attachments (built once, by the controller, after every worker has written its results)."""

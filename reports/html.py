@@ -1,7 +1,7 @@
 """``python -m reports html RESULTS [RESULTS ...] OUT``: the HTML report of allure results,
-made offline by the Allure 2 command line (npm's ``allure-commandline``, which the set-up
-installs under ``.build/allure``, run on the machine's Java) as one self-contained
-``OUT/index.html`` that a browser opens from disk.
+made offline (no analytics sent, no script fetched) by the Allure 2 command line (npm's
+``allure-commandline``, which the set-up installs under ``.build/allure``, run on the
+machine's Java) as one self-contained ``OUT/index.html`` that a browser opens from disk.
 
 Before it is made, the results get what the report shows beyond the tests: the failures
 grouped by probable cause as allure categories (``categories.json``, from
@@ -25,6 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 LOCAL_ALLURE = REPO / ".build" / "allure" / "node_modules" / ".bin" / "allure"
 ALLURE_PACKAGE = "allure-commandline@2.46.1"
 GENERATE_LIMIT = 600  # seconds
+#: Allure 2 sends usage analytics when it generates, and puts Google's tag script in the
+#: report, unless told not to (its ReportWebGenerator reads this as a boolean)
+OFFLINE = {"ALLURE_NO_ANALYTICS": "true"}
 
 
 def allure_command() -> str | None:
@@ -77,7 +80,7 @@ def generate(results: list[Path], out: Path) -> Path | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     run = subprocess.run([command, "generate", *map(str, results), "-o", str(out), "--clean",
                           "--single-file"], capture_output=True, text=True, timeout=GENERATE_LIMIT,
-                         check=False)
+                         check=False, env={**os.environ, **OFFLINE})
     index = out / "index.html"
     if run.returncode != 0 or not index.exists():
         said = re.sub(r"\s+", " ", run.stdout + run.stderr)[-1000:]

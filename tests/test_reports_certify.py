@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,7 +65,8 @@ def test_certify_writes_the_summary_junit_and_html(runs: dict[str, Path]) -> Non
     assert "## Per area" in (out / "summary.md").read_text()
     junit = (out / "junit.xml").read_text()
     assert 'failures="1"' in junit and "test_unknown_opcode" in junit
-    assert (out / "html" / "index.html").exists()
+    report = (out / "html" / "index.html").read_text()
+    assert not re.search(r"<script[^>]+src=[\"']https?:", report), "the report fetches a script"
 
 
 def test_compare_shows_the_mutant_as_a_regression(runs: dict[str, Path]) -> None:
