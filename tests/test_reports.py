@@ -10,6 +10,7 @@ from scapy.packet import Raw
 from protocol import constants as c
 from protocol.layers import FuseEntryOut, FuseGetattrIn, FuseName, FuseOutHeader
 from protocol.session import KernelSession
+from reports.matrices import MATRIX_RESULT
 from reports.transcript import dissect, dump, read_pcap, write_pcap
 from targets.channel import Transcript
 from tests.helpers import run_conformance, tiny_daemon
@@ -44,10 +45,19 @@ def test_allure_labels_and_exchange_on_failure(tmp_path: Path) -> None:
     run = run_conformance(tiny_daemon("wrong-unique"), f"--alluredir={results}",
                           "--rule=FUSE-PROTO-001")
     assert run.returncode == 1, run.stdout[-2000:]
-    [result] = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
+    found = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
+    [report] = [r for r in found if r["name"] == MATRIX_RESULT]  # the run's charts beside the tests
+    assert {a["name"] for a in report["attachments"]} == {"chart: outcomes per area"}  # no matrix rows
+    [result] = [r for r in found if r is not report]
     labels = {(label["name"], label["value"]) for label in result["labels"]}
-    assert {("epic", "protocol"), ("feature", "PROTO"), ("story", "FUSE-PROTO-001")} <= labels
+    assert {("epic", "protocol"), ("feature", "PROTO"), ("story", "FUSE-PROTO-001"),
+            ("severity", "critical"), ("level", "must")} <= labels
     assert result["status"] == "failed"
+    params = {p["name"]: p["value"] for p in result["parameters"]}
+    assert params["target version"] == "'unknown'"  # an exec: command has no package to ask
+    assert "Run it again: pytest conformance" in result["description"]
+    environment = (results / "environment.properties").read_text()
+    assert "kernel.fuse = 7." in environment and "fusecheck = " in environment
     attachments = {a["name"]: a for a in result.get("attachments", [])}
     assert {"exchange.txt", "exchange.pcap"} <= set(attachments), attachments
     text = (results / attachments["exchange.txt"]["source"]).read_text()
