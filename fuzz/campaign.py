@@ -120,6 +120,7 @@ class Runner:
     _closers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "fuzz-close"))
     _closing: list[Future[None]] = field(default_factory=list)
     _batch_defects: int = 0
+    _first_failure: int | None = None  # examples run until the first failing one of this batch
     version: str = ""
 
     # -- the stage --------------------------------------------------------------
@@ -127,6 +128,8 @@ class Runner:
         """The stage for the next example: reopened after a defect or when unfit."""
         failed = Defect.made != self._defects_seen
         self._defects_seen = Defect.made
+        if failed and self._first_failure is None and Defect.made > self._batch_defects:  # this batch's first
+            self._first_failure = self.tally.examples
         if failed and self.stage is not None:  # what the failing example sent, for a flaky end
             self.failed_trail = [m for m in (self.stage.init, *self.stage.trail) if m is not None]
         if self.stage is not None and (failed or not self.campaign.healthy(self.stage)):
@@ -202,6 +205,7 @@ class Runner:
         test = self.test(chosen)
         test._hypothesis_internal_use_seed = seed  # as @seed does, but keeping the database
         before = self._batch_defects = Defect.made
+        self._first_failure = None
         try:
             with shrinking_for(self.shrink_grace):
                 test()
@@ -234,7 +238,7 @@ class Runner:
         finding = Finding.of(defect, target=self.spec.text, version=self.version,
                              campaign=self.campaign.name, seed=seed)
         finding.after_seconds = round(time.monotonic() - self._started, 2)
-        finding.after_examples = self.tally.examples
+        finding.after_examples = self._first_failure or self.tally.examples
         finding.flaky = flaky
         if flaky:
             finding.explanation += ("\n(hypothesis could not make it fail again on the same "

@@ -46,7 +46,7 @@ class Finding:
     messages: int = 0
     reproducer: str = "sequence.pcap"
     after_seconds: float = 0.0  # into the campaign (this worker's), shrinking included
-    after_examples: int = 0  # examples the worker ran until then (shrinking's included)
+    after_examples: int = 0  # examples the worker ran until the first that failed, that one included
     flaky: bool = False  # hypothesis could not make the shrunk example fail again
 
     @classmethod
