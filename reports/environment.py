@@ -42,7 +42,25 @@ def collect(target: str, profile: str, seed: str) -> dict[str, str]:
         "hypothesis": metadata.version("hypothesis"),
         "hypothesis.profile": profile,
         "hypothesis.seed": seed,
+        "hypothesis.examples": examples(profile),
     }
+
+
+def examples(profile: str) -> str:
+    """How many examples the profile draws: per property test, and per state machine."""
+    from hypothesis import settings
+
+    from conformance import profiles
+
+    try:
+        each = settings.get_profile(profile).max_examples
+    except Exception:  # an unregistered profile: hypothesis's own default applies
+        each = settings.default.max_examples if settings.default is not None else 100
+    tables = (("state machines", profiles.STATEFUL_EXAMPLES),
+              ("kernel-role machine", profiles.PROTOCOL_MACHINE_EXAMPLES),
+              ("random ACLs", profiles.ACL_RANDOM_EXAMPLES))
+    machines = ", ".join(f"{name} {table.get(profile, each)}" for name, table in tables)
+    return f"{each} per property test; {machines}"
 
 
 def write(results: Path, values: dict[str, str]) -> Path:

@@ -57,6 +57,7 @@ def test_certify_writes_the_summary_junit_and_html(runs: dict[str, Path]) -> Non
     data = json.loads((out / "summary.json").read_text())
     assert data["target"]["spec"] == MUTANT and data["environment"]["hypothesis.profile"] == "certify"
     assert data["environment"]["kernel.fuse"].startswith("7.")
+    assert data["environment"]["hypothesis.examples"].startswith("100 per property test")
     assert data["areas"]["protocol"]["failed (optional)"] == 1  # FUSE-PROTO-005 is a should rule
     assert data["cases"]["FUSE-PROTO-005"]["outcome"] == "failed (optional)"
     assert {"coherency", "acl"} <= set(data["areas"])
