@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from reports.outcomes import FAILED, HARNESS_ERROR, Outcome
+from reports.outcomes import FAILED, HARNESS_ERROR, Outcome, exception_of
 
 DENIED = r"(EACCES|EPERM)"
 
@@ -126,13 +126,8 @@ def cause_of(outcome: Outcome) -> str:
         if found and found.group(1) != found.group(2):
             return name.format(*found.groups())
     first = outcome.message.splitlines()[0] if outcome.message else outcome.exception or "failed"
-    first = first.split(":", 1)[1].strip() if exception_prefixed(first) else first
+    first = first.split(":", 1)[1].strip() if exception_of(first) else first
     return "other: " + _VARYING.sub("…", first)[:120]
-
-
-def exception_prefixed(line: str) -> bool:
-    head = line.split(":", 1)[0]
-    return bool(head) and head.rsplit(".", 1)[-1].isidentifier() and head[:1].isupper() and ":" in line
 
 
 def group(outcomes: Iterable[Outcome]) -> list[Group]:

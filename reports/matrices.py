@@ -23,6 +23,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from reports.outcomes import plain
+
 #: the attachment the random ACL rule leaves: entry kind -> {examples, matched, differed}
 ACL_DECISIONS = "acl decisions"
 MATRIX_RESULT = "coherency and ACL matrices"
@@ -47,13 +49,6 @@ class Cell:
 Table = dict[str, dict[str, Cell]]
 
 
-def _value(text: str) -> str:
-    """allure-pytest keeps a parameter as its repr; the plain string."""
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
-
-
 def results(dirs: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
     for directory in dirs:
         for path in sorted(directory.glob("*-result.json")):
@@ -69,7 +64,7 @@ def _labels(result: dict[str, Any]) -> dict[str, str]:
 
 
 def _params(result: dict[str, Any]) -> dict[str, str]:
-    return {p["name"]: _value(str(p["value"])) for p in result.get("parameters", [])}
+    return {p["name"]: plain(str(p["value"])) for p in result.get("parameters", [])}
 
 
 def _message(result: dict[str, Any]) -> str:

@@ -65,7 +65,7 @@ class Outcome:
         return asdict(self)
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     """allure-pytest keeps a parameter as its repr: the plain string."""
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return text[1:-1]
@@ -83,7 +83,7 @@ def classify(result: dict[str, Any]) -> Outcome:
     labels: dict[str, str] = {}
     for label in result.get("labels", []):
         labels.setdefault(label["name"], label["value"])
-    params = {p["name"]: _plain(str(p["value"])) for p in result.get("parameters", [])}
+    params = {p["name"]: plain(str(p["value"])) for p in result.get("parameters", [])}
     # the parameters that tell a rule's cases apart (pytest's); excluded ones say what was seen
     own = {p["name"] for p in result.get("parameters", []) if not p.get("excluded")}
     details = result.get("statusDetails") or {}
