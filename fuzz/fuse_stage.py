@@ -17,6 +17,7 @@ from targets.spec import TargetSpec, is_vhost_user
 from targets.wire import wire_target
 
 BEFORE_INIT_WAIT = 0.5  # seconds a request before INIT may go unanswered
+STARTUP = 10.0  # seconds a fresh instance may take to answer its INIT (a Python one imports first)
 BURST = 4096  # copies of a request in flight together at most (``burst``), over a socket
 QUEUED_BURST = 24  # over a virtqueue (two descriptors each, in a queue of 64 or 128)
 REF_BURST = 256  # to the reference server: Python answers in 100 us, not 10 (a step stays short)
@@ -35,7 +36,7 @@ def open_stage(spec: TargetSpec, deadline: float, tally: Tally) -> Stage:
         conn = KernelConnection(target.channel, timeout=deadline)
         _before_init(conn, tally, deadline)
         data = conn.session.init()
-        reply = conn.wait(conn.session.last_unique, data)
+        reply = conn.wait(conn.session.last_unique, data, timeout=max(deadline, STARTUP))
         if not reply.ok or conn.session.negotiated is None:
             raise TargetError(f"{spec.text} refused FUSE_INIT: error {reply.error}")
     except (DaemonDied, TargetDied, NoReply) as exc:
@@ -60,11 +61,16 @@ def _burst_cap(spec: TargetSpec) -> int:
 
 
 def _before_init(conn: KernelConnection, tally: Tally, deadline: float) -> None:
+    """The wait starts before the target has started: an answer that comes later still
+    answers a request the target was sent (kept pending), not a unique it made up."""
     data = conn.session.request(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=ROOT)
+    unique = conn.session.last_unique
+    held = conn.session.pending[unique]
     tally.sent_one("FUSE_GETATTR", "malformed")
     try:
-        reply = conn.wait(conn.session.last_unique, data, timeout=min(deadline, BEFORE_INIT_WAIT))
+        reply = conn.wait(unique, data, timeout=min(deadline, BEFORE_INIT_WAIT))
     except NoReply:
+        conn.session.pending[unique] = held
         tally.answer("FUSE_GETATTR", "silent")
         return
     tally.answer("FUSE_GETATTR", outcome(reply))
