@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,7 +37,8 @@ from targets.errors import TargetError
 from targets.spec import TargetSpec
 from targets.versions import target_version
 
-SPARE_WAIT = 60.0  # seconds to wait for the spare instance to come up
+SPARE_WAIT = 60.0  # seconds to wait for a spare instance to come up
+SPARES = 2  # instances started ahead (a shrinking crash or hang restarts the target each time)
 CLOSE_GRACE = 0.2  # seconds a target may take to exit by itself when its stage closes
 
 
@@ -114,9 +116,9 @@ class Runner:
     shrink_grace: float = 60.0  # seconds a finding may shrink (also past the campaign's end)
     _started: float = field(default_factory=time.monotonic)
     _end: float = float("inf")
-    _spare: Future[Stage] | None = None
+    _spare: deque[Future[Stage]] = field(default_factory=deque)
     failed_trail: list[Exchange] = field(default_factory=list)
-    _spares: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "fuzz-spare"))
+    _spares: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(SPARES, "fuzz-spare"))
     _closers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "fuzz-close"))
     _closing: list[Future[None]] = field(default_factory=list)
     _batch_defects: int = 0
@@ -148,19 +150,19 @@ class Runner:
         return self.campaign.open(self.spec, self.deadline, self.tally)
 
     def _take_spare(self) -> Stage:
-        """The instance started in the background while the last one served (a shrinking
-        example restarts the target again and again: this hides the start-up), and the next
-        spare starts."""
-        spare, self._spare = self._spare, None
+        """The oldest of the instances started in the background while the last ones served
+        (a shrinking example restarts the target again and again: this hides the start-up;
+        two starting side by side keep up with a Python target's), and a new spare starts."""
         stage: Stage | None = None
-        if spare is not None:
+        if self._spare:
             try:
-                stage = spare.result(timeout=SPARE_WAIT)
+                stage = self._spare.popleft().result(timeout=SPARE_WAIT)
             except Exception:  # it did not come up: start one in the foreground, which says why
                 stage = None
         if stage is None:
             stage = self._open()
-        self._spare = self._spares.submit(self._open)
+        while len(self._spare) < SPARES:
+            self._spare.append(self._spares.submit(self._open))
         return stage
 
     def machine(self) -> RuleBasedStateMachine:
@@ -275,10 +277,9 @@ class Runner:
             self.tally.flush(force=True)
 
     def close_spare(self) -> None:
-        spare, self._spare = self._spare, None
-        if spare is not None:
+        while self._spare:
             try:
-                spare.result(timeout=SPARE_WAIT).close()
+                self._spare.popleft().result(timeout=SPARE_WAIT).close()
             except Exception:
                 pass
         self._spares.shutdown(wait=True)
