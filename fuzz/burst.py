@@ -1,17 +1,21 @@
 """Bursts: many near-valid copies of one request, in flight together, judged from bytes.
 
-Hypothesis chooses the request and a seed; the copies come from ``random.Random(seed)``, so
-an example replays exactly. Each copy has one integer of the first body struct at a
-boundary of its type (``fuzz.hostile.int_bounds``), patched into the encoded request at the
-field's offset (``protocol.codec``), and a unique of its own. The copies go out back to back,
-as a busy kernel sends them; each reply must come within the deadline, echo a unique that
-was sent, say its own length, and carry an error in range with no body after it. This is
-where a campaign's volume comes from: no scapy object is built per message.
+The copies are a window of one fixed sequence: element ``i`` (any integer) says, through a
+hash of ``i``, which integer of the first body struct goes to which boundary of its type
+(``fuzz.hostile.int_bounds``). Hypothesis draws the request, how far before element 0 the
+window begins (``back``) and its size (a power of two), so an example replays exactly and
+a failing burst shrinks to its failing copy: a smaller size keeps the window's first copies
+(a crash or a hang comes at the first copy that causes it; those after it only go
+unanswered), a smaller ``back`` moves the window on while it still fails (until its first
+copy is the one that fails), and the size goes to one. Each copy is patched into the
+encoded request at the field's offset (``protocol.codec``) with a unique of its own. They
+go out back to back, as a busy kernel sends them; each reply must come within the deadline,
+echo a unique that was sent, say its own length, and carry an error in range with no body
+after it. This is where a campaign's volume comes from: no scapy object is built per message.
 """
 
 from __future__ import annotations
 
-import random
 import struct
 import time
 from collections.abc import Iterator
@@ -26,6 +30,7 @@ from protocol.codec import codec
 OUT_HEADER = struct.Struct("<IiQ")
 UNIQUE = struct.Struct("<Q")
 UNIQUE_AT = 8
+MASK = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -57,16 +62,23 @@ def points(cls: type[Packet], size: int) -> tuple[Point, ...]:
     return tuple(found)
 
 
-def copies(template: bytes, where: tuple[Point, ...], seed: int, count: int,
+def element(index: int) -> int:
+    """Element ``index`` of the sequence: 64 well-mixed bits (splitmix64's finaliser)."""
+    z = (index * 0x9E3779B97F4A7C15) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def copies(template: bytes, where: tuple[Point, ...], back: int, count: int,
            first_unique: int) -> Iterator[tuple[bytes, tuple[str, int]]]:
-    """``count`` copies of ``template``, each with one field at a boundary and its own unique,
-    with which field and value (``what`` says it in words)."""
-    pick = random.Random(seed).random
-    buffer = bytearray(template)
-    for i in range(count):
-        point = where[int(pick() * len(where))]
-        value = point.values[int(pick() * len(point.values))]
-        copy = bytearray(buffer)
+    """The ``count`` copies of ``template`` from element ``-back`` on, each with one field at
+    a boundary and its own unique, with which field and value (``what`` says it in words)."""
+    for i, index in enumerate(range(-back, count - back)):
+        bits = element(index)
+        point = where[bits % len(where)]
+        value = point.values[(bits >> 32) % len(point.values)]
+        copy = bytearray(template)
         point.packer.pack_into(copy, point.offset, value)
         UNIQUE.pack_into(copy, UNIQUE_AT, first_unique + 2 * i)
         yield bytes(copy), (point.name, value)

@@ -351,12 +351,13 @@ class FuseFuzzMachine(FuseWire):
         self.exchange(sent_opcode if sent_opcode in c.OPCODE_NAMES else opcode, mangled, twist)
 
     @precondition(lambda self: not self.destroyed)
-    @rule(pick=INDEX, data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX),
-          seed=st.integers(0, 2**32 - 1), scale=st.integers(0, BURST.bit_length() - 1))
-    def burst(self, pick: int, data: st.DataObject, which: int, ids: tuple[int, int, int],
-              seed: int, scale: int) -> None:
-        """2**scale copies (up to BURST) of one request in flight together, each with one field
-        at a boundary (a failing burst shrinks to fewer copies). The campaign's volume: a
+    @rule(pick=INDEX, scale=st.integers(0, BURST.bit_length() - 1), back=st.integers(0, 2**16 - 1),
+          data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX))
+    def burst(self, pick: int, scale: int, back: int, data: st.DataObject, which: int,
+              ids: tuple[int, int, int]) -> None:
+        """2**scale copies (up to the stage's cap) of one request in flight together, each with
+        one field at a boundary: the window of ``fuzz.burst``'s sequence from element ``-back``
+        (a failing burst shrinks to its failing copy). The campaign's volume: a
         step of hypothesis costs milliseconds, a copy microseconds. The request is one of
         those with a struct to vary whose handle is open (``pick`` of them), so that a burst
         drawn is a burst sent."""
@@ -377,7 +378,7 @@ class FuseFuzzMachine(FuseWire):
         count = min(1 << scale, self.stage.extra.get("burst", BURST))
         for _ in range(count - 1):
             session.next_unique()
-        self.burst_out(opcode_name(opcode), list(burst.copies(template, where, seed, count, first)))
+        self.burst_out(opcode_name(opcode), list(burst.copies(template, where, back, count, first)))
 
     @precondition(lambda self: not self.destroyed and self.wild)
     @rule(opcode=st.sampled_from(DRAWN), data=st.data(),

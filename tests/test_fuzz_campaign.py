@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import find, given, settings
 
+from fuzz import burst
 from fuzz.findings import found
 from fuzz.hostile import FRAMINGS, Framing, Twist, boundary, frame, int_bounds
 from fuzz.stats import Tally, coverage_table, gather
@@ -61,6 +62,21 @@ def test_a_kept_field_stays_as_it_was(drawn: tuple[tuple[FuseReadIn, ...], Twist
     assert ".fh" not in twist.what and int(layers[0].fh) == 7, twist
 
 
+def test_a_burst_shrinks_to_its_failing_copy() -> None:
+    """A smaller burst keeps its first copies, a smaller ``back`` moves it on by one: the two
+    ways hypothesis shrinks a burst lead to the one copy that fails."""
+    data = KernelSession().request(c.FUSE_READ, FuseReadIn(fh=1, size=4096))
+    where = burst.points(FuseReadIn, len(FuseReadIn()))
+    whole = [twist for _, twist in burst.copies(data, where, 9, 256, 100)]
+    assert [t for _, t in burst.copies(data, where, 9, 16, 100)] == whole[:16]
+    assert [t for _, t in burst.copies(data, where, 8, 16, 100)] == whole[1:17]
+    assert [t for _, t in burst.copies(data, where, 9 - 5, 1, 100)] == whole[5:6]
+    assert len(set(whole)) > 20 and {name for name, _ in whole} == {p.name for p in where}
+    four = burst.copies(data, where, 0, 4, 100)
+    uniques = [burst.UNIQUE.unpack_from(copy, burst.UNIQUE_AT)[0] for copy, _ in four]
+    assert uniques == [100, 102, 104, 106]
+
+
 def test_tallies_add_up(tmp_path: Path) -> None:
     for worker in ("gw0", "gw1"):
         tally = Tally(path=tmp_path / f"fuse-{worker}.json")
@@ -82,7 +98,6 @@ def test_finds_shrinks_and_replays_a_mutant(tmp_path: Path, mutant: str, kind: s
     result = fuzz("run", "--target", target, "--duration", "60s", "--stop-after", "1", "--shrink-grace",
                   "30s", "--reply-timeout", timeout, "--findings", str(tmp_path),
                   "--db", str(tmp_path / "db"))
-    took = time.monotonic() - started
     assert result.returncode == 1, result.stdout + result.stderr
     finding, pcap = only_finding(tmp_path)
     assert finding.kind in (kind, "unresponsive") and finding.target == target, finding  # type: ignore[attr-defined]
@@ -96,6 +111,8 @@ def test_finds_shrinks_and_replays_a_mutant(tmp_path: Path, mutant: str, kind: s
     assert fixed.returncode == 0 and "not reproduced" in fixed.stdout, fixed.stdout + fixed.stderr
     shown = fuzz("show", str(pcap))
     assert shown.returncode == 0 and "FUSE_INIT" in shown.stdout
+    took = time.monotonic() - started
+    assert took < 60, f"found, shrunk and replayed in {took:.0f} s"
     print(f"{mutant}: found, shrunk to {finding.messages} messages in {took:.0f} s")  # type: ignore[attr-defined]
 
 
