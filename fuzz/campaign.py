@@ -116,9 +116,9 @@ class Runner:
     shrink_grace: float = 60.0  # seconds a finding may shrink (also past the campaign's end)
     _started: float = field(default_factory=time.monotonic)
     _end: float = float("inf")
-    _spare: deque[Future[Stage]] = field(default_factory=deque)
+    _starting: deque[Future[Stage]] = field(default_factory=deque)  # spare instances coming up
     failed_trail: list[Exchange] = field(default_factory=list)
-    _spares: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(SPARES, "fuzz-spare"))
+    _starter: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(SPARES, "fuzz-spare"))
     _closers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "fuzz-close"))
     _closing: list[Future[None]] = field(default_factory=list)
     _batch_defects: int = 0
@@ -154,15 +154,15 @@ class Runner:
         (a shrinking example restarts the target again and again: this hides the start-up;
         two starting side by side keep up with a Python target's), and a new spare starts."""
         stage: Stage | None = None
-        if self._spare:
+        if self._starting:
             try:
-                stage = self._spare.popleft().result(timeout=SPARE_WAIT)
+                stage = self._starting.popleft().result(timeout=SPARE_WAIT)
             except Exception:  # it did not come up: start one in the foreground, which says why
                 stage = None
         if stage is None:
             stage = self._open()
-        while len(self._spare) < SPARES:
-            self._spare.append(self._spares.submit(self._open))
+        while len(self._starting) < SPARES:
+            self._starting.append(self._starter.submit(self._open))
         return stage
 
     def machine(self) -> RuleBasedStateMachine:
@@ -277,9 +277,9 @@ class Runner:
             self.tally.flush(force=True)
 
     def close_spare(self) -> None:
-        while self._spare:
+        while self._starting:
             try:
-                self._spare.popleft().result(timeout=SPARE_WAIT).close()
+                self._starting.popleft().result(timeout=SPARE_WAIT).close()
             except Exception:
                 pass
-        self._spares.shutdown(wait=True)
+        self._starter.shutdown(wait=True)

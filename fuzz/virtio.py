@@ -199,7 +199,6 @@ class VirtioFuzzMachine(VirtioChecks):
             self.watch.check(name, "malformed", what)
 
 
-
 def open_stage(spec: TargetSpec, deadline: float, tally: Tally) -> Stage:
     """The back-end started, its queues set up, FUSE INIT done on the request queue."""
     target = VhostUserTarget(spec).open(set_up=False)
