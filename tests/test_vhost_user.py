@@ -176,3 +176,27 @@ def test_a_back_end_the_user_started(tmp_path: Path) -> None:
         assert daemon.alive(), "the back-end ended, though it serves until killed"
     finally:
         daemon.stop()
+
+
+def test_a_back_end_that_hangs_up_on_a_request_it_left_unread(tmp_path: Path) -> None:
+    """A back-end that closes while our request sits unread in its socket makes the kernel
+    reset the connection (ECONNRESET, not EOF): either way the front-end says it died."""
+    import socket
+
+    from targets.errors import TargetDied
+    from targets.vhost_user.frontend import VhostUserFrontend
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "s"))
+    listener.listen(1)
+    try:
+        frontend = VhostUserFrontend(str(tmp_path / "s"), timeout=2.0).connect()
+        conn, _ = listener.accept()
+        assert frontend._sock is not None
+        frontend._sock.sendall(b"a request the back-end never reads")
+        conn.close()
+        with pytest.raises(TargetDied, match="closed its vhost-user socket"):
+            frontend.receive()
+        frontend._sock.close()
+    finally:
+        listener.close()

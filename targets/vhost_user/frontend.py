@@ -147,7 +147,10 @@ class VhostUserFrontend:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self._sock], [], [], left)[0]:
                 raise TargetTimeout(f"{self.name} sent no vhost-user reply within {self.timeout:g} s")
-            chunk = self._sock.recv(size - len(out))
+            try:
+                chunk = self._sock.recv(size - len(out))
+            except ConnectionResetError:  # it closed with our request unread: the same end as EOF
+                chunk = b""
             if not chunk:
                 raise TargetDied(self.name, returncode=None, detail="closed its vhost-user socket")
             out += chunk
