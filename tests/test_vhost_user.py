@@ -183,6 +183,8 @@ def test_a_back_end_that_hangs_up_on_a_request_it_left_unread(tmp_path: Path) ->
     reset the connection (ECONNRESET, not EOF): either way the front-end says it died."""
     import socket
 
+    from scapy.packet import Raw
+
     from targets.errors import TargetDied
     from targets.vhost_user.frontend import VhostUserFrontend
 
@@ -192,11 +194,10 @@ def test_a_back_end_that_hangs_up_on_a_request_it_left_unread(tmp_path: Path) ->
     try:
         frontend = VhostUserFrontend(str(tmp_path / "s"), timeout=2.0).connect()
         conn, _ = listener.accept()
-        assert frontend._sock is not None
-        frontend._sock.sendall(b"a request the back-end never reads")
+        frontend.send(Raw(b"a request the back-end never reads"))
         conn.close()
         with pytest.raises(TargetDied, match="closed its vhost-user socket"):
             frontend.receive()
-        frontend._sock.close()
+        frontend.close()
     finally:
         listener.close()
