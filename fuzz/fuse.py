@@ -363,7 +363,7 @@ class FuseFuzzMachine(FuseWire):
         drawn is a burst sent."""
         ready = [op for op in BURSTABLE if self._handle_open(op)]
         opcode = ready[pick % len(ready)]
-        parts, fit = self._fitted(opcode, data.draw(strategies.bodies(opcode)), ids)
+        parts, fit = self._fitted(opcode, data.draw(strategies.plain_bodies(opcode)), ids)
         session = self.conn.session
         try:
             size = fixed_size(request_layers_at(opcode, session.proto_minor, session.proto_flags)[0])

@@ -19,6 +19,7 @@ from fuzz.database import open_database
 from fuzz.findings import found
 from fuzz.hostile import FRAMINGS, Framing, Twist, boundary, frame, int_bounds
 from fuzz.stats import Tally, coverage_table, gather
+from fuzz.strategies import plain_bodies, plain_body
 from protocol import constants as c
 from protocol.layers.structs import FuseReadIn
 from protocol.session import KernelSession
@@ -77,6 +78,16 @@ def test_a_burst_shrinks_to_its_failing_copy() -> None:
     four = burst.copies(data, where, 0, 4, 100)
     uniques = [burst.UNIQUE.unpack_from(copy, burst.UNIQUE_AT)[0] for copy, _ in four]
     assert uniques == [100, 102, 104, 106]
+
+
+def test_a_burst_template_shrinks_to_the_plain_body() -> None:
+    """A failing burst's template (``plain_bodies``) shrinks to the plain body, every field
+    at its default, in one choice rather than field by field (each try of a hung burst costs
+    a deadline)."""
+    for opcode in (c.FUSE_READ, c.FUSE_WRITE, c.FUSE_SETXATTR):
+        plain = [bytes(p) for p in plain_body(opcode)]
+        shrunk = find(plain_bodies(opcode), lambda parts: True, settings=settings(database=None))
+        assert [bytes(p) for p in shrunk] == plain, c.OPCODE_NAMES[opcode]
 
 
 def test_tallies_add_up(tmp_path: Path) -> None:
