@@ -12,6 +12,9 @@ encoded request at the field's offset (``protocol.codec``) with a unique of its 
 go out back to back, as a busy kernel sends them; each reply must come within the deadline,
 echo a unique that was sent, say its own length, and carry an error in range with no body
 after it. This is where a campaign's volume comes from: no scapy object is built per message.
+A burst is bounded in time, not only in copies: over a socket at most ``WINDOW`` copies are
+unanswered at once, and none goes out after ``SECONDS``, so a target that takes milliseconds
+for a request (real I/O, a sanitizer build) is judged on the copies it was sent.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ OUT_HEADER = struct.Struct("<IiQ")
 UNIQUE = struct.Struct("<Q")
 UNIQUE_AT = 8
 MASK = 2**64 - 1
+WINDOW = 512  # copies sent and not yet answered, at most: what a slow target has queued
+SECONDS = 1.0  # a burst sends for this long at most: a target slow at the request gets fewer copies
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ def _burstable(opcode: int) -> bool:
         return False
 
 
+SCALES = st.integers(0, 12)  # a burst of 2**scale copies, up to the stage's cap
 #: What the burst rule draws from (those whose handle is open)
 BURSTABLE = tuple(op for op in DRAWN if _burstable(op))
 
@@ -351,19 +352,22 @@ class FuseFuzzMachine(FuseWire):
         self.exchange(sent_opcode if sent_opcode in c.OPCODE_NAMES else opcode, mangled, twist)
 
     @precondition(lambda self: not self.destroyed)
-    @rule(pick=INDEX, scale=st.integers(0, BURST.bit_length() - 1), back=st.integers(0, 2**16 - 1),
+    @rule(pick=INDEX, scale=SCALES, back=st.integers(0, 2**16 - 1),
           data=st.data(), which=INDEX, ids=st.tuples(INDEX, INDEX, INDEX))
     def burst(self, pick: int, scale: int, back: int, data: st.DataObject, which: int,
               ids: tuple[int, int, int]) -> None:
-        """2**scale copies (up to the stage's cap) of one request in flight together, each with
-        one field at a boundary: the window of ``fuzz.burst``'s sequence from element ``-back``
-        (a failing burst shrinks to its failing copy). The campaign's volume: a
-        step of hypothesis costs milliseconds, a copy microseconds. The request is one of
-        those with a struct to vary whose handle is open (``pick`` of them), so that a burst
+        """2**scale copies (up to the stage's cap; to a C daemon, half the time the cap) of one
+        request in flight together, each with one field at a boundary: the window of
+        ``fuzz.burst``'s sequence from element ``-back`` (a failing burst shrinks to its failing
+        copy). The campaign's volume: a step of hypothesis costs milliseconds, a copy
+        microseconds. The request is one of those with a struct to vary whose handle is open
+        (``pick`` of them), so that a burst
         drawn is a burst sent."""
         ready = [op for op in BURSTABLE if self._handle_open(op)]
         opcode = ready[pick % len(ready)]
         parts, fit = self._fitted(opcode, data.draw(strategies.plain_bodies(opcode)), ids)
+        cap = self.stage.extra.get("burst", BURST)  # a C daemon over a socket: half the bursts are
+        largest = cap >= BURST and data.draw(st.booleans())  # the largest, the volume (shrinks to False)
         session = self.conn.session
         try:
             size = fixed_size(request_layers_at(opcode, session.proto_minor, session.proto_flags)[0])
@@ -375,7 +379,9 @@ class FuseFuzzMachine(FuseWire):
         template = session.request(opcode, *parts, nodeid=self._target(opcode, which))
         session.forget_pending(session.last_unique)
         first = session.next_unique()
-        count = min(1 << scale, self.stage.extra.get("burst", BURST))
+        if largest:
+            scale = cap.bit_length() - 1
+        count = min(1 << scale, cap)
         for _ in range(count - 1):
             session.next_unique()
         self.burst_out(opcode_name(opcode), list(burst.copies(template, where, back, count, first)))

@@ -18,7 +18,7 @@ from targets.wire import wire_target
 
 BEFORE_INIT_WAIT = 0.5  # seconds a request before INIT may go unanswered
 STARTUP = 10.0  # seconds a fresh instance may take to answer its INIT (a Python one imports first)
-BURST = 4096  # copies of a request in flight together at most (``burst``), over a socket
+BURST = 16384  # copies of a request in flight together at most (``burst``), over a socket
 QUEUED_BURST = 24  # over a virtqueue (two descriptors each, in a queue of 64 or 128)
 REF_BURST = 256  # to the reference server: Python answers in 100 us, not 10 (a step stays short)
 

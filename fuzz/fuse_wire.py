@@ -199,9 +199,17 @@ class FuseWire(RuleBasedStateMachine):
         self.tally.requests += len(messages)
         waiting = set(sent)
         try:
-            if hasattr(channel, "pipeline"):  # a socket: all in flight, read as they come
-                replies = channel.pipeline([data for data, _ in messages], len(messages), self.stage.deadline)
-                waited = len(replies) < len(messages)  # it gave up: a deadline without a sign of life
+            if hasattr(channel, "pipeline"):  # a socket: many in flight, read as they come
+                datas = [data for data, _ in messages]
+                went, replies = channel.pipeline(datas, len(datas), self.stage.deadline,
+                                                 window=burst.WINDOW, send_for=burst.SECONDS)
+                if went < len(messages):  # a slow target: the burst is what went out in its time
+                    self.tally.sent[name, "boundary"] -= len(messages) - went
+                    self.tally.requests -= len(messages) - went
+                    del messages[went:], trail[first + went:]
+                    sent = {unique: i for unique, i in sent.items() if i < first + went}
+                    waiting = set(sent)
+                waited = len(replies) < went  # it gave up: a deadline without a sign of life
             else:  # a virtqueue: one at a time (its free descriptors are the harness's to count)
                 replies, waited = [], False
                 for data, _ in messages:

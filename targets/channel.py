@@ -200,19 +200,24 @@ class SeqpacketChannel:
         self.transcript.append("from_target", data)
         return data
 
-    def pipeline(self, messages: list[bytes], expect: int, timeout: float) -> list[bytes]:
-        """Send every message and read up to ``expect`` datagrams back, reading while the
-        socket is full (as a busy kernel's queue does): the replies in order, until ``timeout``
-        s pass with nothing sent or read. No poll while a send or a read goes through at once."""
+    def pipeline(self, messages: list[bytes], expect: int, timeout: float, *, window: int | None = None,
+                 send_for: float | None = None) -> tuple[int, list[bytes]]:
+        """Send the messages and read up to ``expect`` datagrams back, reading while the socket
+        is full (as a busy kernel's queue does), with at most ``window`` sent and not answered;
+        after ``send_for`` s it sends no more and waits one datagram fewer for each left unsent.
+        How many went out, and the replies in order, until ``timeout`` s pass with nothing sent
+        or read. No poll while a send or a read goes through at once."""
         self._check_open()
         sock, bufsize, log = self.sock, self.bufsize, self.transcript.append
         flags, dontwait, trunc = _SEND_FLAGS, _DONTWAIT, _TRUNC  # ints: IntFlag arithmetic costs per message
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        deadline, stop = now + timeout, now + send_for if send_for is not None else float("inf")
+        in_flight = window if window is not None else len(messages)
         replies: list[bytes] = []
-        sent = 0
-        while sent < len(messages) or len(replies) < expect:
+        sent, last = 0, len(messages)
+        while sent < last or len(replies) < expect:
             moved = False
-            while sent < len(messages):
+            while sent < last and sent - len(replies) < in_flight:
                 try:
                     sock.send(messages[sent], flags)
                 except BlockingIOError:
@@ -236,13 +241,18 @@ class SeqpacketChannel:
                 log("from_target", data)
                 replies.append(data)
                 moved = True
+            now = time.monotonic()
+            if sent < last and now >= stop:  # out of time to send: judge what went out
+                expect, last = expect - (last - sent), sent
             if moved:  # the deadline is for the next sign of life, not for the whole pipeline
-                deadline = time.monotonic() + timeout
-            else:
-                events = select.POLLIN | (select.POLLOUT if sent < len(messages) else 0)
-                if time.monotonic() >= deadline or not self._wait(events, deadline):
-                    break
-        return replies
+                deadline = now + timeout
+                continue
+            if now >= deadline:
+                break
+            sending = sent < last and sent - len(replies) < in_flight
+            self._wait(select.POLLIN | (select.POLLOUT if sending else 0),
+                       min(deadline, stop) if sent < last else deadline)
+        return sent, replies
 
     def close(self) -> None:
         """Close our end; a libfuse daemon reads EOF and exits."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -256,6 +259,32 @@ def test_channel_on_a_bare_socketpair() -> None:
             channel.send(b"x")
     with pytest.raises(TargetError, match="closed"):
         channel.recv(timeout=0.1)
+
+
+def test_a_pipeline_keeps_its_window_and_stops_sending_in_time() -> None:
+    """A peer that answers one datagram each 10 ms: at most ``window`` are unanswered at once,
+    and past ``send_for`` no more go out; what went out is answered."""
+    ours, theirs = seqpacket_pair()
+    seen: list[int] = []
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            while data := theirs.recv(64):
+                time.sleep(0.01)
+                seen.append(len(seen))
+                theirs.send(data)
+
+    with SeqpacketChannel(ours, name="peer") as channel, theirs:
+        peer = threading.Thread(target=answer, daemon=True)
+        peer.start()
+        started = time.monotonic()
+        went, replies = channel.pipeline([b"%d" % i for i in range(1000)], 1000, 1.0, window=4, send_for=0.2)
+        took = time.monotonic() - started
+        assert 8 <= went < 40 and len(replies) == went and took < 0.2 + 5 * 0.01 + 0.3, (went, took)
+        assert replies == [b"%d" % i for i in range(went)]
+        assert len(seen) == went and channel.pipeline([b"a", b"b"], 2, 1.0) == (2, [b"a", b"b"])
+        theirs.shutdown(socket.SHUT_RDWR)
+        peer.join(1.0)
 
 
 def test_channel_reports_truncated_datagram() -> None:
