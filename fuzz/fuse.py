@@ -361,8 +361,7 @@ class FuseFuzzMachine(FuseWire):
         ``fuzz.burst``'s sequence from element ``-back`` (a failing burst shrinks to its failing
         copy). The campaign's volume: a step of hypothesis costs milliseconds, a copy
         microseconds. The request is one of those with a struct to vary whose handle is open
-        (``pick`` of them), so that a burst
-        drawn is a burst sent."""
+        (``pick`` of them), so that a burst drawn is a burst sent."""
         ready = [op for op in BURSTABLE if self._handle_open(op)]
         opcode = ready[pick % len(ready)]
         parts, fit = self._fitted(opcode, data.draw(strategies.plain_bodies(opcode)), ids)
