@@ -146,7 +146,7 @@ class FuseWire(RuleBasedStateMachine):
             self.tally.answer(name, "exited")  # an orderly end of a broken channel
             return
         culprit, what = self.broke_framing  # a daemon may die of it a request or two later
-        raise self.watch.crashed(culprit, "malformed", f"{what}, then {sent}")
+        raise self.watch.crashed(culprit, "malformed", what if what == sent else f"{what}, then {sent}")
 
     def _silent(self, name: str, twist: Twist, sent: str) -> None:
         self.stage.extra["broken"] = True

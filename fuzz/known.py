@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scapy.packet import Raw
+from scapy.packet import Packet, Raw
 
 from fuzz.hostile import VALID, Framing, Twist, frame
 from fuzz.stats import Tally
 from fuzz.verdict import Defect
 from protocol import constants as c
-from protocol.layers.structs import FuseAccessIn, FuseWriteIn
+from protocol.layers.structs import FuseAccessIn, FuseLinkIn, FuseReadIn, FuseRenameIn, FuseWriteIn
 from protocol.layers.variable import FuseName
 from targets.spec import parse_spec
 
@@ -58,6 +58,25 @@ def _cuse_ioctl_write_of_nothing(m: Any) -> None:
     m.ioctl(handle, {"cmd": 0x4503, "arg": 0, "fill": b""})  # FIOC_WRITE, unrestricted: RETRY legs
 
 
+#: Stale bytes where a cut-short request's struct would be: 0x4141414141414141 is no address.
+POISON = FuseName(name=b"A" * 64)
+
+
+def _cut_short(opcode: int, *layers: Packet) -> Callable[[Any], None]:
+    """Steps: LOOKUPs whose names fill libfuse's receive buffers (one per worker thread) with
+    b"A", then ``opcode`` with its body cut to nothing (len agrees): libfuse reads the struct
+    from what the buffer held before."""
+    def steps(m: Any) -> None:
+        for _ in range(8):
+            m.send(c.FUSE_LOOKUP, (POISON,), nodeid=c.FUSE_ROOT_ID)
+        data = m.conn.session.request(opcode, *layers, nodeid=c.FUSE_ROOT_ID)
+        m.conn.session.forget_pending(m.conn.session.last_unique)
+        broken, twist = frame(data, Framing("truncated", b"", len(data)))
+        m.exchange(opcode, broken, twist)
+        m.probe(c.OPCODE_NAMES[opcode], twist, f"{c.OPCODE_NAMES[opcode]} with no body")
+    return steps
+
+
 def _virtiofsd_unique_zero(m: Any) -> None:
     data = m.conn.session.request(c.FUSE_ACCESS, FuseAccessIn(mask=0), nodeid=c.FUSE_ROOT_ID)
     m.conn.session.forget_pending(m.conn.session.last_unique)
@@ -71,6 +90,9 @@ def _virtiofsd_short_header(m: Any) -> None:
 
     m.hostile_chain(Hostile("header-cut", 20), 0)
 
+
+_CUT = ("libfuse 3.14's {op} reads {struct} from a request whose body is cut short (no size check), "
+        "so {field} is whatever the receive buffer held; passthrough_ll takes it for {what} (SIGSEGV)")
 
 KNOWN = (
     Known("overlayfs-unlink-after-forget", "fuse-overlayfs", "crash", "kernel",
@@ -89,6 +111,16 @@ KNOWN = (
     Known("virtiofsd-short-request", "virtiofsd", "crash", "guest",
           "virtiofsd 7.2 aborts (fv_queue_worker: assertion) on a request chain whose readable part is "
           "shorter than fuse_in_header: any guest can stop the device", _virtiofsd_short_header, "virtio"),
+    Known("passthrough-link-cut-short", "passthrough_ll", "crash", "malformed only",
+          _CUT.format(op="do_link", struct="fuse_link_in", field="oldnodeid", what="an inode pointer"),
+          _cut_short(c.FUSE_LINK, FuseLinkIn(oldnodeid=c.FUSE_ROOT_ID), FuseName(name=b"l"))),
+    Known("passthrough-rename-cut-short", "passthrough_ll", "crash", "malformed only",
+          _CUT.format(op="do_rename", struct="fuse_rename_in", field="newdir", what="an inode pointer"),
+          _cut_short(c.FUSE_RENAME, FuseRenameIn(newdir=c.FUSE_ROOT_ID), FuseName(name=b"a"),
+                     FuseName(name=b"b"))),
+    Known("passthrough-readdir-cut-short", "passthrough_ll", "crash", "malformed only",
+          _CUT.format(op="do_readdir", struct="fuse_read_in", field="fh", what="a directory stream pointer"),
+          _cut_short(c.FUSE_READDIR, FuseReadIn(fh=0, size=4096))),
 )
 
 
