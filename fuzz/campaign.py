@@ -49,10 +49,12 @@ class Recorded(ExampleDatabase):
         super().__init__()
         self.inner = inner
         self.last: tuple[bytes, bytes] | None = None
+        self.saves = 0  # entries saved under the primary key (one per new smallest failure)
 
     def save(self, key: bytes, value: bytes) -> None:
         if not key.endswith((b".secondary", b".pareto")):
             self.last = (key, value)
+            self.saves += 1
         self.inner.save(key, value)
 
     def fetch(self, key: bytes) -> Any:
@@ -63,6 +65,13 @@ class Recorded(ExampleDatabase):
 
     def move(self, src: bytes, dest: bytes, value: bytes) -> None:
         self.inner.move(src, dest, value)
+
+
+@dataclass(frozen=True)
+class Shortest:
+    signature: str  # the defect's
+    trail: list[Exchange]  # what the example sent (and got)
+    entry: tuple[bytes, bytes] | None  # its database key and choices, when saved
 
 
 @contextmanager
@@ -118,6 +127,9 @@ class Runner:
     _end: float = float("inf")
     _starting: deque[Future[Stage]] = field(default_factory=deque)  # spare instances coming up
     failed_trail: list[Exchange] = field(default_factory=list)
+    shortest: Shortest | None = None  # the batch's failing example with the fewest messages
+    _recorded: Recorded | None = None
+    _saves_seen: int = 0
     _starter: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(SPARES, "fuzz-spare"))
     _closers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "fuzz-close"))
     _closing: list[Future[None]] = field(default_factory=list)
@@ -134,6 +146,7 @@ class Runner:
             self._first_failure = self.tally.examples
         if failed and self.stage is not None:  # what the failing example sent, for a flaky end
             self.failed_trail = [m for m in (self.stage.init, *self.stage.trail) if m is not None]
+            self._weigh(self.failed_trail)
         if self.stage is not None and (failed or not self.campaign.healthy(self.stage)):
             self.close(background=True)  # a hung target takes its grace to die: not our time
             self.tally.restarts += 1
@@ -145,6 +158,20 @@ class Runner:
         self.tally.examples += 1
         self.tally.flush()
         return self.stage
+
+    def _weigh(self, trail: list[Exchange]) -> None:
+        """Keep ``trail`` aside if it is the batch's shortest failure. Hypothesis orders
+        examples by their choices, not by what they send: a "smaller" one may hold a burst of
+        hundreds, and a shrink cut short by its budget ends wherever it stood. With a database
+        only a failure hypothesis kept (it saved its choices just now) counts, so the finding's
+        entry replays exactly this trail."""
+        recorded, entry = self._recorded, None
+        if recorded is not None:
+            if recorded.saves == self._saves_seen:
+                return
+            self._saves_seen, entry = recorded.saves, recorded.last
+        if verdict.RAISED and (self.shortest is None or len(trail) < len(self.shortest.trail)):
+            self.shortest = Shortest(verdict.RAISED[-1].signature, list(trail), entry)
 
     def _open(self) -> Stage:
         return self.campaign.open(self.spec, self.deadline, self.tally)
@@ -190,8 +217,10 @@ class Runner:
         phases = [Phase.explicit, Phase.generate, Phase.shrink]
         if first:
             phases.insert(1, Phase.reuse)
+        self._recorded = Recorded(self.database) if self.database is not None else None
+        self._saves_seen, self.shortest = 0, None
         return settings(max_examples=self.batch, stateful_step_count=self.steps, deadline=None,
-                        database=Recorded(self.database) if self.database is not None else None,
+                        database=self._recorded,
                         phases=phases, derandomize=False, report_multiple_bugs=False,
                         suppress_health_check=list(HealthCheck))
 
@@ -233,6 +262,11 @@ class Runner:
             exchanges = list(self.failed_trail)
         else:
             exchanges = [m for m in (stage.init, *stage.trail) if m is not None]
+        saved = getattr(database, "last", None)
+        shortest = self.shortest
+        if (not flaky and shortest is not None and shortest.signature == defect.signature
+                and len(shortest.trail) < len(exchanges)):
+            exchanges, saved = shortest.trail, shortest.entry or saved
         stderr = stage.extra["watch"].stderr(20_000) if stage is not None and "watch" in stage.extra else ""
         self.close()  # the next batch starts on a fresh instance
         if defect.signature in self.kept:
@@ -245,7 +279,6 @@ class Runner:
         if flaky:
             finding.explanation += ("\n(hypothesis could not make it fail again on the same "
                                     "sequence: it depends on timing or on earlier examples)")
-        saved = getattr(database, "last", None)
         if saved is not None:
             finding.database_key, finding.database_entry = saved[0].hex(), saved[1].hex()
         directory = keep(self.findings_dir, finding, exchanges, stderr)

@@ -15,14 +15,19 @@ import pytest
 from hypothesis import find, given, settings
 
 from fuzz import burst
+from fuzz.campaign import Recorded, Runner
 from fuzz.database import open_database
 from fuzz.findings import found
 from fuzz.hostile import FRAMINGS, Framing, Twist, boundary, frame, int_bounds
+from fuzz.reproducer import Exchange
+from fuzz.stage import CAMPAIGNS
 from fuzz.stats import Tally, coverage_table, gather
 from fuzz.strategies import plain_bodies, plain_body
+from fuzz.verdict import Defect
 from protocol import constants as c
 from protocol.layers.structs import FuseReadIn
 from protocol.session import KernelSession
+from targets.spec import parse_spec
 from tests.redis_server import redis_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +93,39 @@ def test_a_burst_template_shrinks_to_the_plain_body() -> None:
         plain = [bytes(p) for p in plain_body(opcode)]
         shrunk = find(plain_bodies(opcode), lambda parts: True, settings=settings(database=None))
         assert [bytes(p) for p in shrunk] == plain, c.OPCODE_NAMES[opcode]
+
+
+def test_a_finding_keeps_the_shortest_failure_hypothesis_saved(tmp_path: Path) -> None:
+    """Hypothesis's smallest example is by its choices: a later "smaller" one may send a burst
+    of hundreds. The finding keeps the batch's failure with the fewest messages, with the
+    database entry saved for exactly that one; a failure hypothesis did not keep (no save)
+    does not count."""
+    from hypothesis.database import InMemoryExampleDatabase
+
+    import fuzz.test_campaign  # noqa: F401  (the campaigns registered)
+
+    runner = Runner(CAMPAIGNS["fuse"], parse_spec("ref"), Tally(path=tmp_path / "t.json"), tmp_path,
+                    InMemoryExampleDatabase())
+    runner.settings(first=False)
+    recorded = runner._recorded
+    assert isinstance(recorded, Recorded)
+
+    def failure(messages: int, entry: bytes | None) -> Defect:
+        if entry is not None:
+            recorded.save(b"key", entry)
+        defect = Defect("hang", "FUSE_READ", "boundary", f"{messages} messages")
+        runner._weigh([Exchange(bytes(40))] * messages)
+        return defect
+
+    failure(28, b"first")
+    failure(4, b"short")
+    failure(3, None)  # not kept by hypothesis: no entry of its own
+    failure(264, b"burst")
+    final = failure(264, None)  # hypothesis's final run of its smallest
+    runner.failed_trail = [Exchange(bytes(40))] * 264
+    finding = runner.record(final, 1, recorded, flaky=False)
+    assert finding is not None and finding.messages == 4
+    assert bytes.fromhex(finding.database_entry) == b"short"
 
 
 def test_tallies_add_up(tmp_path: Path) -> None:
