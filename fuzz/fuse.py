@@ -365,8 +365,8 @@ class FuseFuzzMachine(FuseWire):
         ready = [op for op in BURSTABLE if self._handle_open(op)]
         opcode = ready[pick % len(ready)]
         parts, fit = self._fitted(opcode, data.draw(strategies.plain_bodies(opcode)), ids)
-        cap = self.stage.extra.get("burst", BURST)  # a C daemon over a socket: half the bursts are
-        largest = cap >= BURST and data.draw(st.booleans())  # the largest, the volume (shrinks to False)
+        cap = self.stage.extra.get("burst", BURST)
+        largest = self.stage.extra.get("volume", False) and data.draw(st.booleans())  # shrinks to False
         session = self.conn.session
         try:
             size = fixed_size(request_layers_at(opcode, session.proto_minor, session.proto_flags)[0])

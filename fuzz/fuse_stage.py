@@ -50,11 +50,13 @@ def open_stage(spec: TargetSpec, deadline: float, tally: Tally) -> Stage:
         target.close()
         raise
     return Stage(target, tally, deadline, conn, Exchange(data, reply.raw),
-                 extra={"watch": watch, "wild": _wild(spec),
-                        "burst": _burst_cap(spec)})
+                 extra={"watch": watch, "wild": _wild(spec), "burst": _burst_cap(spec),
+                        "volume": _burst_cap(spec) == BURST})
 
 
 def _burst_cap(spec: TargetSpec) -> int:
+    """How many copies a burst may hold; a target whose cap is ``BURST`` (a C daemon over a
+    socket) also gets the stage's ``volume`` flag: half its bursts are that large."""
     if is_vhost_user(spec):
         return QUEUED_BURST
     return REF_BURST if spec.name == "ref" else BURST
