@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.deviations import Deviation, deviation
+from conformance.deviations import Deviation, deviation, failure_text
 from protocol.errors import RemoteProtocolError
 from protocol.events import Reply
 from reports.allure_support import attach_exchange
@@ -102,7 +102,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         report.longrepr = f"{exc.message}\n  hint: {exc.hint}"
     known = item.stash.get(DEVIATION, None)
     if known is not None and report.when == "call" and hasattr(report, "wasxfail"):
-        text = str(call.excinfo.value) if call.excinfo is not None else ""
+        text = failure_text(call.excinfo.value) if call.excinfo is not None else ""
         if report.skipped and not known.expected_in(text):  # failed, but not as documented
             report.outcome = "failed"
             del report.wasxfail

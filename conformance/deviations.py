@@ -183,6 +183,13 @@ KNOWN: dict[str, Deviation | tuple[Deviation, ...]] = {
 }
 
 
+def failure_text(exc: BaseException) -> str:
+    """What a failure says, with the failures inside a group: a timing-dependent deviation
+    often ends as hypothesis's FlakyFailure, whose own message names none of them."""
+    inner = exc.exceptions if isinstance(exc, BaseExceptionGroup) else ()
+    return "\n".join((str(exc), *(failure_text(e) for e in inner)))
+
+
 def deviation(target: str, rule_id: str, param: str = "") -> Deviation | None:
     """The documented deviation of ``target`` from ``rule_id`` (for ``param``), if known; a
     variant of a daemon (``passthrough_ll-asan``) has the deviations of the daemon."""
