@@ -19,7 +19,16 @@ from fuzz.hostile import VALID, Framing, Twist, frame
 from fuzz.stats import Tally
 from fuzz.verdict import Defect
 from protocol import constants as c
-from protocol.layers.structs import FuseAccessIn, FuseLinkIn, FuseReadIn, FuseRenameIn, FuseWriteIn
+from protocol.layers.structs import (
+    FuseAccessIn,
+    FuseFsyncIn,
+    FuseGetattrIn,
+    FuseLinkIn,
+    FuseReadIn,
+    FuseRename2In,
+    FuseRenameIn,
+    FuseWriteIn,
+)
 from protocol.layers.variable import FuseName
 from targets.spec import parse_spec
 
@@ -59,16 +68,19 @@ def _cuse_ioctl_write_of_nothing(m: Any) -> None:
 
 
 #: Stale bytes where a cut-short request's struct would be: 0x4141414141414141 is no address.
-POISON = FuseName(name=b"A" * 64)
+POISON = (c.FUSE_LOOKUP, (FuseName(name=b"A" * 64),))
+#: The same eight bytes at offset 40, then zeros (fuse_rename2_in.flags must read 0 to go on).
+POISON_THEN_ZEROS = (c.FUSE_GETATTR, (FuseGetattrIn(getattr_flags=0x41414141, dummy=0x41414141, fh=0),))
 
 
-def _cut_short(opcode: int, *layers: Packet) -> Callable[[Any], None]:
-    """Steps: LOOKUPs whose names fill libfuse's receive buffers (one per worker thread) with
-    b"A", then ``opcode`` with its body cut to nothing (len agrees): libfuse reads the struct
-    from what the buffer held before."""
+def _cut_short(opcode: int, *layers: Packet,
+               poison: tuple[int, tuple[Packet, ...]] = POISON) -> Callable[[Any], None]:
+    """Steps: requests (``poison``) that fill libfuse's receive buffers (one per worker
+    thread) with b"A", then ``opcode`` with its body cut to nothing (len agrees): libfuse
+    reads the struct from what the buffer held before."""
     def steps(m: Any) -> None:
         for _ in range(8):
-            m.send(c.FUSE_LOOKUP, (POISON,), nodeid=c.FUSE_ROOT_ID)
+            m.send(poison[0], poison[1], nodeid=c.FUSE_ROOT_ID)
         data = m.conn.session.request(opcode, *layers, nodeid=c.FUSE_ROOT_ID)
         m.conn.session.forget_pending(m.conn.session.last_unique)
         broken, twist = frame(data, Framing("truncated", b"", len(data)))
@@ -121,6 +133,18 @@ KNOWN = (
     Known("passthrough-readdir-cut-short", "passthrough_ll", "crash", "malformed only",
           _CUT.format(op="do_readdir", struct="fuse_read_in", field="fh", what="a directory stream pointer"),
           _cut_short(c.FUSE_READDIR, FuseReadIn(fh=0, size=4096))),
+    Known("passthrough-rename2-cut-short", "passthrough_ll", "crash", "malformed only",
+          _CUT.format(op="do_rename2", struct="fuse_rename2_in", field="newdir", what="an inode pointer"),
+          _cut_short(c.FUSE_RENAME2, FuseRename2In(newdir=c.FUSE_ROOT_ID), FuseName(name=b"a"),
+                     FuseName(name=b"b"), poison=POISON_THEN_ZEROS)),
+    Known("passthrough-readdirplus-cut-short", "passthrough_ll", "crash", "malformed only",
+          _CUT.format(op="do_readdirplus", struct="fuse_read_in", field="fh",
+                      what="a directory stream pointer"),
+          _cut_short(c.FUSE_READDIRPLUS, FuseReadIn(fh=0, size=4096))),
+    Known("passthrough-fsyncdir-cut-short", "passthrough_ll", "crash", "malformed only",
+          _CUT.format(op="do_fsyncdir", struct="fuse_fsync_in", field="fh",
+                      what="a directory stream pointer"),
+          _cut_short(c.FUSE_FSYNCDIR, FuseFsyncIn(fh=0))),
 )
 
 
