@@ -3,9 +3,9 @@
 - ``run --target SPEC --duration 8h --jobs N [--db redis://HOST:PORT]``: a campaign with a
   live progress line and a summary (``fuzz.run``); exit status 0 nothing found, 1 findings,
   2 usage error (or no campaign for the target), 3 the campaign could not run.
-- ``replay FINDING --target SPEC``: a finding directory (``finding.json``) or a saved pcap
-  replayed against a fresh instance of SPEC; exit status 1 when it still reproduces, 0 when
-  not, 2 for a usage error.
+- ``replay FINDING --target SPEC [--attempts N]``: a finding directory (``finding.json``) or
+  a saved pcap replayed against a fresh instance of SPEC (up to N times, for a finding that
+  depends on timing); exit status 1 when it still reproduces, 0 when not, 2 for a usage error.
 - ``show FILE``: a saved sequence, one line per message, and its notes.
 - ``known [--only NAME]``: the real findings in third-party daemons (``fuzz.known``), each
   reproduced against this machine's daemon; exit status 1 when none still reproduces.
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("file", type=Path)
     again.add_argument("--target", required=True, help="the target spec, as for pytest --target")
     again.add_argument("--reply-timeout", type=float, default=2.0, help="seconds per reply")
+    again.add_argument("--attempts", type=int, default=1,
+                       help="replay a finding up to this many times, each on a fresh instance (a "
+                            "finding that depends on timing may take several)")
     show = commands.add_parser("show", help="print a saved finding")
     show.add_argument("file", type=Path)
     bench = commands.add_parser("bench", help="the campaign's request rate against a C client's")
@@ -81,8 +84,15 @@ def _replay_finding(args: argparse.Namespace) -> int:
     import fuzz.test_campaign  # noqa: F401  (registers every campaign)
     from fuzz.replay import replay_finding
 
-    outcome = replay_finding(args.file, parse_spec(args.target), timeout=args.reply_timeout)
-    return _verdict(outcome, args.target, "came through the finding's sequence unharmed")
+    spec, attempts = parse_spec(args.target), max(1, args.attempts)
+    tried, outcome = 1, replay_finding(args.file, spec, timeout=args.reply_timeout)
+    while not outcome.same and tried < attempts:  # another defect is kept unless its own shows
+        tried, again = tried + 1, replay_finding(args.file, spec, timeout=args.reply_timeout)
+        outcome = again if again.reproduced or not outcome.reproduced else outcome
+    if attempts > 1:
+        outcome.lines.append(f"attempts: {tried} of at most {attempts}")
+    return _verdict(outcome, args.target, "came through the finding's sequence unharmed"
+                    + (f" {attempts} times" if attempts > 1 and not outcome.reproduced else ""))
 
 
 def _verdict(outcome: Outcome, target: str, unharmed: str) -> int:

@@ -53,6 +53,7 @@ class Outcome:
 
     lines: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    same: bool = False  # a finding's replay: its own defect showed (not just another)
 
     @property
     def reproduced(self) -> bool:
@@ -183,8 +184,8 @@ def replay_finding(directory: Path, spec: TargetSpec, *, timeout: float = 2.0) -
         outcome.lines.append("no database entry: replaying the pcap's messages as recorded")
         defect = _replay_messages(campaign, spec, pcap_path, timeout)
     if defect is not None:
-        same = "the same" if defect.signature == finding.signature else "another"
-        outcome.problems.append(f"{same} defect: {defect}")
+        outcome.same = defect.signature == finding.signature
+        outcome.problems.append(f"{'the same' if outcome.same else 'another'} defect: {defect}")
     return outcome
 
 

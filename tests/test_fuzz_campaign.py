@@ -156,10 +156,13 @@ def test_finds_shrinks_and_replays_a_mutant(tmp_path: Path, mutant: str, kind: s
     assert finding.database_entry and pcap.exists(), finding  # type: ignore[attr-defined]
     assert "replay: python -m fuzz replay" in result.stdout and "findings (1)" in result.stdout
     assert finding.messages <= 12, f"not shrunk: {finding.messages} messages"  # type: ignore[attr-defined]
-    again = fuzz("replay", str(pcap.parent), "--target", target, "--reply-timeout", timeout)
+    again = fuzz("replay", str(pcap.parent), "--target", target, "--reply-timeout", timeout,
+                 "--attempts", "3")
     assert again.returncode == 1 and "REPRODUCED" in again.stdout, again.stdout + again.stderr
-    fixed = fuzz("replay", str(pcap.parent), "--target", "ref", "--reply-timeout", timeout)
+    assert "the same defect" in again.stdout and "attempts: 1 of at most 3" in again.stdout, again.stdout
+    fixed = fuzz("replay", str(pcap.parent), "--target", "ref", "--reply-timeout", timeout, "--attempts", "2")
     assert fixed.returncode == 0 and "not reproduced" in fixed.stdout, fixed.stdout + fixed.stderr
+    assert "attempts: 2 of at most 2" in fixed.stdout, fixed.stdout
     shown = fuzz("show", str(pcap))
     assert shown.returncode == 0 and "FUSE_INIT" in shown.stdout
     took = time.monotonic() - started
