@@ -127,7 +127,8 @@ class Runner:
     _end: float = float("inf")
     _starting: deque[Future[Stage]] = field(default_factory=deque)  # spare instances coming up
     failed_trail: list[Exchange] = field(default_factory=list)
-    shortest: Shortest | None = None  # the batch's failing example with the fewest messages
+    shortest: dict[str, Shortest] = field(default_factory=dict)  # per signature, this batch's
+    # failing example with the fewest messages
     _recorded: Recorded | None = None
     _saves_seen: int = 0
     _starter: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(SPARES, "fuzz-spare"))
@@ -160,18 +161,23 @@ class Runner:
         return self.stage
 
     def _weigh(self, trail: list[Exchange]) -> None:
-        """Keep ``trail`` aside if it is the batch's shortest failure. Hypothesis orders
-        examples by their choices, not by what they send: a "smaller" one may hold a burst of
-        hundreds, and a shrink cut short by its budget ends wherever it stood. With a database
-        only a failure hypothesis kept (it saved its choices just now) counts, so the finding's
-        entry replays exactly this trail."""
+        """Keep ``trail`` aside if it is the batch's shortest failure of its kind. Hypothesis
+        orders examples by their choices, not by what they send: a "smaller" one may hold a
+        burst of hundreds, and a shrink cut short by its budget ends wherever it stood. With a
+        database only a failure hypothesis kept (it saved its choices just now) counts, so the
+        finding's entry replays exactly this trail; the last entry saved may be another
+        failure's (hypothesis keeps one per place the failure is raised from)."""
         recorded, entry = self._recorded, None
         if recorded is not None:
             if recorded.saves == self._saves_seen:
                 return
             self._saves_seen, entry = recorded.saves, recorded.last
-        if verdict.RAISED and (self.shortest is None or len(trail) < len(self.shortest.trail)):
-            self.shortest = Shortest(verdict.RAISED[-1].signature, list(trail), entry)
+        if not verdict.RAISED:
+            return
+        signature = verdict.RAISED[-1].signature
+        kept = self.shortest.get(signature)
+        if kept is None or len(trail) < len(kept.trail):
+            self.shortest[signature] = Shortest(signature, list(trail), entry)
 
     def _open(self) -> Stage:
         return self.campaign.open(self.spec, self.deadline, self.tally)
@@ -218,7 +224,7 @@ class Runner:
         if first:
             phases.insert(1, Phase.reuse)
         self._recorded = Recorded(self.database) if self.database is not None else None
-        self._saves_seen, self.shortest = 0, None
+        self._saves_seen, self.shortest = 0, {}
         return settings(max_examples=self.batch, stateful_step_count=self.steps, deadline=None,
                         database=self._recorded,
                         phases=phases, derandomize=False, report_multiple_bugs=False,
@@ -263,9 +269,8 @@ class Runner:
         else:
             exchanges = [m for m in (stage.init, *stage.trail) if m is not None]
         saved = getattr(database, "last", None)
-        shortest = self.shortest
-        if (not flaky and shortest is not None and shortest.signature == defect.signature
-                and len(shortest.trail) < len(exchanges)):
+        shortest = self.shortest.get(defect.signature)
+        if shortest is not None:  # never longer than the final run: that one was weighed too
             exchanges, saved = shortest.trail, shortest.entry or saved
         stderr = stage.extra["watch"].stderr(20_000) if stage is not None and "watch" in stage.extra else ""
         self.close()  # the next batch starts on a fresh instance

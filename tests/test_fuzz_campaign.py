@@ -97,9 +97,9 @@ def test_a_burst_template_shrinks_to_the_plain_body() -> None:
 
 def test_a_finding_keeps_the_shortest_failure_hypothesis_saved(tmp_path: Path) -> None:
     """Hypothesis's smallest example is by its choices: a later "smaller" one may send a burst
-    of hundreds. The finding keeps the batch's failure with the fewest messages, with the
-    database entry saved for exactly that one; a failure hypothesis did not keep (no save)
-    does not count."""
+    of hundreds. The finding keeps the batch's failure of its kind with the fewest messages,
+    with the database entry saved for exactly that one (not the last entry saved, which may be
+    another failure's); a failure hypothesis did not keep (no save) does not count."""
     from hypothesis.database import InMemoryExampleDatabase
 
     import fuzz.test_campaign  # noqa: F401  (the campaigns registered)
@@ -110,10 +110,10 @@ def test_a_finding_keeps_the_shortest_failure_hypothesis_saved(tmp_path: Path) -
     recorded = runner._recorded
     assert isinstance(recorded, Recorded)
 
-    def failure(messages: int, entry: bytes | None) -> Defect:
+    def failure(messages: int, entry: bytes | None, opcode: str = "FUSE_READ") -> Defect:
         if entry is not None:
             recorded.save(b"key", entry)
-        defect = Defect("hang", "FUSE_READ", "boundary", f"{messages} messages")
+        defect = Defect("hang", opcode, "boundary", f"{messages} messages")
         runner._weigh([Exchange(bytes(40))] * messages)
         return defect
 
@@ -121,8 +121,10 @@ def test_a_finding_keeps_the_shortest_failure_hypothesis_saved(tmp_path: Path) -
     failure(4, b"short")
     failure(3, None)  # not kept by hypothesis: no entry of its own
     failure(264, b"burst")
-    final = failure(264, None)  # hypothesis's final run of its smallest
+    failure(2, b"other", "FUSE_WRITE")  # another failure, saved last
+    final = Defect("hang", "FUSE_READ", "boundary", "hypothesis's final run of its smallest")
     runner.failed_trail = [Exchange(bytes(40))] * 264
+    assert recorded.last == (b"key", b"other")
     finding = runner.record(final, 1, recorded, flaky=False)
     assert finding is not None and finding.messages == 4
     assert bytes.fromhex(finding.database_entry) == b"short"
