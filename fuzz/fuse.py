@@ -345,8 +345,7 @@ class FuseFuzzMachine(FuseWire):
         framing = data.draw(malformed())
         if not fit:  # no handle to name: broken or not, the kernel would not send it
             return
-        encoded = self.conn.session.request(opcode, *parts, nodeid=self._target(opcode, which))
-        self.conn.session.forget_pending(self.conn.session.last_unique)
+        encoded = self.encode(opcode, *parts, nodeid=self._target(opcode, which))
         mangled, twist = frame(encoded, framing)
         sent_opcode = struct.unpack_from("<I", mangled, 4)[0] if len(mangled) >= 8 else opcode
         self.exchange(sent_opcode if sent_opcode in c.OPCODE_NAMES else opcode, mangled, twist)
@@ -375,8 +374,7 @@ class FuseFuzzMachine(FuseWire):
         where = tuple(p for p in burst.points(type(parts[0]), size) if self.wild or p.name not in ID_FIELDS)
         if not fit or not where:
             return
-        template = session.request(opcode, *parts, nodeid=self._target(opcode, which))
-        session.forget_pending(session.last_unique)
+        template = self.encode(opcode, *parts, nodeid=self._target(opcode, which))
         first = session.next_unique()
         if largest:
             scale = cap.bit_length() - 1
@@ -401,17 +399,14 @@ class FuseFuzzMachine(FuseWire):
     def out_of_order(self, again: int) -> None:
         """A second INIT (malformed: the kernel sends one), or (1 in 200) DESTROY and a request after it."""
         if again:
-            data = self.conn.session.request(c.FUSE_INIT, *self._init_body(), nodeid=0)
-            self.conn.session.forget_pending(self.conn.session.last_unique)
+            data = self.encode(c.FUSE_INIT, *self._init_body(), nodeid=0)
             self.exchange(c.FUSE_INIT, data, Twist("malformed", "a second FUSE_INIT"))
             return
         self.destroyed = True
         self.stage.extra["broken"] = True  # whatever it does next, the stage is done
-        data = self.conn.session.request(c.FUSE_DESTROY, nodeid=0)
-        self.conn.session.forget_pending(self.conn.session.last_unique)
-        self.exchange(c.FUSE_DESTROY, data, Twist("valid", "end of the session"))
-        after = self.conn.session.request(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=ROOT)
-        self.conn.session.forget_pending(self.conn.session.last_unique)
+        self.exchange(c.FUSE_DESTROY, self.encode(c.FUSE_DESTROY, nodeid=0),
+                      Twist("valid", "end of the session"))
+        after = self.encode(c.FUSE_GETATTR, FuseGetattrIn(), nodeid=ROOT)
         self.exchange(c.FUSE_GETATTR, after, Twist("malformed", "a request after DESTROY"))
 
     @precondition(lambda self: self.destroyed)

@@ -184,11 +184,16 @@ class FuseWire(RuleBasedStateMachine):
                          f"after {sent}, GETATTR of the root answered error {reply.error} "
                          + "; ".join(str(f) for f in reply.findings))
 
+    def encode(self, opcode: int, *layers: Packet, nodeid: int) -> bytes:
+        """The request's bytes with a unique of its own, not yet pending: ``exchange()`` owns
+        that (it knows whether a reply is due and how to read it)."""
+        data = self.conn.session.request(opcode, *layers, nodeid=nodeid)
+        self.conn.session.forget_pending(self.conn.session.last_unique)
+        return data
+
     def send(self, opcode: int, layers: tuple[Packet, ...], *, nodeid: int,
              twist: Twist = VALID) -> Reply | None:
-        data = self.conn.session.request(opcode, *layers, nodeid=nodeid)
-        self.conn.session.forget_pending(self.conn.session.last_unique)  # exchange() owns it
-        return self.exchange(opcode, data, twist)
+        return self.exchange(opcode, self.encode(opcode, *layers, nodeid=nodeid), twist)
 
     def burst_out(self, name: str, messages: list[tuple[bytes, tuple[str, int]]]) -> None:
         channel, trail, first = self.conn.channel, self.stage.trail, len(self.stage.trail)

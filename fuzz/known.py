@@ -81,17 +81,13 @@ def _cut_short(opcode: int, *layers: Packet,
     def steps(m: Any) -> None:
         for _ in range(8):
             m.send(poison[0], poison[1], nodeid=c.FUSE_ROOT_ID)
-        data = m.conn.session.request(opcode, *layers, nodeid=c.FUSE_ROOT_ID)
-        m.conn.session.forget_pending(m.conn.session.last_unique)
-        broken, twist = frame(data, Framing("truncated", b"", len(data)))
-        m.exchange(opcode, broken, twist)
-        m.probe(c.OPCODE_NAMES[opcode], twist, f"{c.OPCODE_NAMES[opcode]} with no body")
+        data = m.encode(opcode, *layers, nodeid=c.FUSE_ROOT_ID)
+        m.exchange(opcode, *frame(data, Framing("truncated", b"", len(data))))  # and GETATTR after it
     return steps
 
 
 def _virtiofsd_unique_zero(m: Any) -> None:
-    data = m.conn.session.request(c.FUSE_ACCESS, FuseAccessIn(mask=0), nodeid=c.FUSE_ROOT_ID)
-    m.conn.session.forget_pending(m.conn.session.last_unique)
+    data = m.encode(c.FUSE_ACCESS, FuseAccessIn(mask=0), nodeid=c.FUSE_ROOT_ID)
     broken, twist = frame(data, Framing("unique=0"))
     m.exchange(c.FUSE_ACCESS, broken, twist)
     m.probe("FUSE_ACCESS", twist, "ACCESS with unique 0")
