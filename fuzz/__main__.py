@@ -84,13 +84,9 @@ def _replay_finding(args: argparse.Namespace) -> int:
     import fuzz.test_campaign  # noqa: F401  (registers every campaign)
     from fuzz.replay import replay_finding
 
-    spec, attempts = parse_spec(args.target), max(1, args.attempts)
-    tried, outcome = 1, replay_finding(args.file, spec, timeout=args.reply_timeout)
-    while not outcome.same and tried < attempts:  # another defect is kept unless its own shows
-        tried, again = tried + 1, replay_finding(args.file, spec, timeout=args.reply_timeout)
-        outcome = again if again.reproduced or not outcome.reproduced else outcome
-    if attempts > 1:
-        outcome.lines.append(f"attempts: {tried} of at most {attempts}")
+    attempts = max(1, args.attempts)
+    outcome = replay_finding(args.file, parse_spec(args.target), timeout=args.reply_timeout,
+                             attempts=attempts)
     return _verdict(outcome, args.target, "came through the finding's sequence unharmed"
                     + (f" {attempts} times" if attempts > 1 and not outcome.reproduced else ""))
 

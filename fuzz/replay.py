@@ -170,10 +170,22 @@ def _run(conn: KernelConnection, exchanges: list[Exchange], outcome: Outcome) ->
                 mapping.learn_listing(old.body, reply.body)
 
 
-def replay_finding(directory: Path, spec: TargetSpec, *, timeout: float = 2.0) -> Outcome:
+def replay_finding(directory: Path, spec: TargetSpec, *, timeout: float = 2.0, attempts: int = 1) -> Outcome:
     """A fuzz finding again, on a fresh instance of ``spec``: its hypothesis database entry
     runs the same steps (the machine picks nodeids and handles by position, so the target's
-    own values need no mapping); without an entry, the pcap's messages go out as recorded."""
+    own values need no mapping); without an entry, the pcap's messages go out as recorded.
+    Up to ``attempts`` times, each on a fresh instance, until the finding's own defect shows
+    (another defect is what it tells only if its own never showed)."""
+    tried, outcome = 1, _replay_once(directory, spec, timeout)
+    while not outcome.same and tried < attempts:
+        tried, again = tried + 1, _replay_once(directory, spec, timeout)
+        outcome = again if again.reproduced or not outcome.reproduced else outcome
+    if attempts > 1:
+        outcome.lines.append(f"attempts: {tried} of at most {attempts}")
+    return outcome
+
+
+def _replay_once(directory: Path, spec: TargetSpec, timeout: float) -> Outcome:
     finding, pcap_path = findings.load(directory)
     outcome = Outcome(lines=[f"finding: {finding.headline()}", f"recorded: {finding.explanation[:300]}"])
     campaign = CAMPAIGNS[finding.campaign]
