@@ -49,9 +49,9 @@ def open_stage(spec: TargetSpec, deadline: float, tally: Tally) -> Stage:
     except BaseException:
         target.close()
         raise
+    cap = _burst_cap(spec)
     return Stage(target, tally, deadline, conn, Exchange(data, reply.raw),
-                 extra={"watch": watch, "wild": _wild(spec), "burst": _burst_cap(spec),
-                        "volume": _burst_cap(spec) == BURST})
+                 extra={"watch": watch, "wild": _wild(spec), "burst": cap, "volume": cap == BURST})
 
 
 def _burst_cap(spec: TargetSpec) -> int:
