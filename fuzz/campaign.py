@@ -176,7 +176,7 @@ class Runner:
             return
         signature = verdict.RAISED[-1].signature
         kept = self.shortest.get(signature)
-        if kept is None or len(trail) < len(kept.trail):
+        if kept is None or len(trail) <= len(kept.trail):  # a tie: the later, hypothesis's smaller
             self.shortest[signature] = Shortest(signature, list(trail), entry)
 
     def _open(self) -> Stage:
@@ -286,6 +286,9 @@ class Runner:
                                     "sequence: it depends on timing or on earlier examples)")
         if saved is not None:
             finding.database_key, finding.database_entry = saved[0].hex(), saved[1].hex()
+            if self.database is not None and saved != getattr(database, "last", None):
+                self.database.save(*saved)  # hypothesis moved it aside for a "smaller" one: the
+                # shared database holds the finding's own entry, so it replays everywhere
         directory = keep(self.findings_dir, finding, exchanges, stderr)
         self.kept[defect.signature] = directory
         self.tally.findings += 1

@@ -104,8 +104,8 @@ def test_a_finding_keeps_the_shortest_failure_hypothesis_saved(tmp_path: Path) -
 
     import fuzz.test_campaign  # noqa: F401  (the campaigns registered)
 
-    runner = Runner(CAMPAIGNS["fuse"], parse_spec("ref"), Tally(path=tmp_path / "t.json"), tmp_path,
-                    InMemoryExampleDatabase())
+    shared = InMemoryExampleDatabase()
+    runner = Runner(CAMPAIGNS["fuse"], parse_spec("ref"), Tally(path=tmp_path / "t.json"), tmp_path, shared)
     runner.settings(first=False)
     recorded = runner._recorded
     assert isinstance(recorded, Recorded)
@@ -120,14 +120,17 @@ def test_a_finding_keeps_the_shortest_failure_hypothesis_saved(tmp_path: Path) -
     failure(28, b"first")
     failure(4, b"short")
     failure(3, None)  # not kept by hypothesis: no entry of its own
+    failure(4, b"later")  # as short, and smaller by hypothesis's order: it wins the tie
     failure(264, b"burst")
+    recorded.move(b"key", b"key.secondary", b"later")  # hypothesis demotes it for the burst
     failure(2, b"other", "FUSE_WRITE")  # another failure, saved last
     final = Defect("hang", "FUSE_READ", "boundary", "hypothesis's final run of its smallest")
     runner.failed_trail = [Exchange(bytes(40))] * 264
     assert recorded.last == (b"key", b"other")
     finding = runner.record(final, 1, recorded, flaky=False)
     assert finding is not None and finding.messages == 4
-    assert bytes.fromhex(finding.database_entry) == b"short"
+    assert bytes.fromhex(finding.database_entry) == b"later"
+    assert b"later" in set(shared.fetch(b"key"))  # back where every campaign looks
 
 
 def test_tallies_add_up(tmp_path: Path) -> None:
